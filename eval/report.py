@@ -185,7 +185,7 @@ def charts(cases: list[CaseResult], out_dir: str | Path) -> list[Path]:
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("%")
         ax.set_ylim(0, 105)
-        ax.set_title(title + " — hatched: paper's numbers on the original dataset")
+        ax.set_title(title + "\nhatched: the paper's numbers, measured on the original dataset", fontsize=10)
         ax.legend()
         fig.tight_layout()
         path = out / filename

@@ -3,9 +3,9 @@
 - `single-pass` (the paper's protocol): the whole history in one prompt, "exactly N routines",
   output constrained to the routines schema.  The history is cut to the context budget from
   the oldest session on, and the cut is recorded.
-- `incremental`: one short extraction prompt per session (the settings the user finally asked
-  for, constrained to values said in that session), then the deterministic aggregator of
-  prompts/aggregate.py.  The fixed instructions and examples are a shared prefix that an
+- `incremental`: each session is read once, by short questions (one per setting the session
+  could have set, answered by choosing among the values said in it; prompts/fields.py), then
+  the deterministic aggregator of prompts/aggregate.py builds the profile.  The fixed instructions and examples are a shared prefix that an
   engine with a KV cache evaluates once.
 - `rules`: the same aggregation over a pattern-matching extractor, no model: the baseline row.
 
@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eval.errors import unknown_name
-from eval.parse import parse_routines, parse_settings
-from eval.schema import Routine, User, actions_json_schema, routines_json_schema
+from eval.parse import parse_routines
+from eval.schema import Routine, Session, User, routines_json_schema
 from runtimes.base import Completion, GenerationSettings, Request
 
 from . import render
 from .aggregate import ProfileAggregator
+from .fields import FIELDS, NONE, Field
 from .rules import extract_settings
 
 
@@ -45,6 +46,8 @@ class Plan:
     prompt_sha256: str
     # Anything about how the prompt was built that a reader of the results must know.
     notes: dict[str, Any] = field(default_factory=dict)
+    # What the strategy needs back in finish() (not written to results).
+    private: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,44 +104,76 @@ class SinglePass:
 
 
 class Incremental:
+    """One short prompt per (session, field that the session could have set); see fields.py."""
+
     name = "incremental"
     needs_model = True
-    max_tokens = 160
 
     def __init__(self) -> None:
         examples = "".join(
-            render.template("extract_example.txt").substitute(
-                dialogue=render.dialogue(example["dialogue"]), settings=json.dumps(example["settings"])
+            render.template("fields_example.txt").substitute(
+                dialogue=render.dialogue(example["dialogue"]),
+                answers="\n".join(
+                    f"{f.label}: {render_value(example['settings'].get(f.device, {}).get(f.name))}" for f in FIELDS
+                ),
             )
             for example in render.extraction_examples()
         )
-        self.prefix = render.template("extract_prefix.txt").substitute(examples=examples.rstrip("\n") + "\n\n")
+        self.prefix = render.template("fields_prefix.txt").substitute(examples=examples.rstrip("\n") + "\n\n")
 
-    def session_request(self, session_text: str, settings: GenerationSettings) -> Request:
-        prompt = self.prefix + render.template("extract_session.txt").substitute(dialogue=session_text).rstrip("\n")
-        return Request(
-            prompt=prompt,
-            json_schema=settings_schema(render.numbers_said(session_text)),
-            settings=GenerationSettings(max_tokens=self.max_tokens, temperature=settings.temperature,
-                                        seed=settings.seed, stop=("\n",)),
-            cache_prefix=self.prefix,
-        )
+    def session_requests(self, session: Session, settings: GenerationSettings) -> list[tuple[Field, dict[str, Any], Request]]:
+        """(field, choice text -> value, request) for every field this session could have set."""
+        text = render.dialogue(render.session_turns(session))
+        numbers = render.numbers_said(text)
+        out = []
+        for f in FIELDS:
+            candidates = f.candidates(text, numbers)
+            if not candidates:
+                continue
+            choices = {" " + render_value(v): v for v in candidates} | {" " + NONE: None}
+            prompt = self.prefix + render.template("fields_question.txt").substitute(dialogue=text, label=f.label)
+            request = Request(
+                prompt=prompt.rstrip("\n"),
+                choices=tuple(choices),
+                settings=GenerationSettings(max_tokens=8, temperature=settings.temperature, seed=settings.seed),
+                cache_prefix=self.prefix,
+            )
+            out.append((f, choices, request))
+        return out
 
     def plan(self, user: User, n_routines: int, budget: Budget, settings: GenerationSettings) -> Plan:
-        requests = [self.session_request(render.dialogue(render.session_turns(s)), settings) for s in user.sessions]
+        questions = [(i, *q) for i, s in enumerate(user.sessions) for q in self.session_requests(s, settings)]
+        requests = [q[3] for q in questions]
         digest = render.sha256("\n\x00".join(r.prompt or "" for r in requests))
-        return Plan(requests, digest, {"sessions_total": len(requests), "prefix_sha256": render.sha256(self.prefix)})
+        notes = {"sessions_total": len(user.sessions), "questions": len(requests),
+                 "prefix_sha256": render.sha256(self.prefix)}
+        return Plan(requests, digest, notes, private={"questions": questions})
 
     def finish(self, user: User, n_routines: int, plan: Plan, completions: list[Completion]) -> Outcome:
-        aggregator = ProfileAggregator()
+        per_session: list[dict[str, dict[str, Any]]] = [{} for _ in user.sessions]
         errors: list[str] = []
-        for session, completion in zip(user.sessions, completions):
-            parsed = parse_settings(completion.text)
-            errors += [f"session {session.session_id}: {e}" for e in parsed.errors]
-            settings = parsed.routines[0].compact().get("actions", {}) if parsed.routines else {}
+        lines = []
+        for (session_index, f, choices, _), completion in zip(plan.private["questions"], completions):
+            answer = completion.text.rstrip("\n")
+            lines.append(f"{user.sessions[session_index].session_id}\t{f.device}.{f.name}\t{answer.strip()}")
+            if answer not in choices:
+                errors.append(f"session {user.sessions[session_index].session_id}: {f.device}.{f.name}: "
+                              f"answer {answer!r} is not one of the choices, ignored")
+            elif choices[answer] is not None:
+                per_session[session_index].setdefault(f.device, {})[f.name] = choices[answer]
+        aggregator = ProfileAggregator()
+        for session, settings in zip(user.sessions, per_session):
             aggregator.update(session.meta, settings)
-        output = "\n".join(c.text.replace("\n", " ") for c in completions)
-        return Outcome(aggregator.profile(n_routines), output, errors, {"profile_state": aggregator.to_json()})
+        return Outcome(aggregator.profile(n_routines), "\n".join(lines), errors,
+                       {"sessions": per_session})
+
+
+def render_value(value: Any) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 class Rules:
@@ -159,24 +194,6 @@ class Rules:
         return Outcome(aggregator.profile(n_routines), output, [])
 
 
-def settings_schema(numbers: set[int]) -> dict[str, Any]:
-    """The actions schema with every integer field limited to the numbers said in the session.
-
-    A base model otherwise copies numbers from its examples; with this grammar it can only
-    pick among values that were actually said.  A field with no candidate number is removed.
-    """
-    schema = actions_json_schema()
-    for device in schema["properties"].values():
-        for name, prop in list(device["properties"].items()):
-            if prop.get("type") == "integer":
-                allowed = [v for v in prop["enum"] if v in numbers]
-                if allowed:
-                    prop["enum"] = allowed
-                else:
-                    del device["properties"][name]
-    return schema
-
-
 STRATEGIES: dict[str, type] = {"single-pass": SinglePass, "incremental": Incremental, "rules": Rules}
 
 
@@ -186,4 +203,4 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
-__all__ = ["Budget", "Outcome", "Plan", "STRATEGIES", "Strategy", "get_strategy", "settings_schema"]
+__all__ = ["Budget", "Outcome", "Plan", "STRATEGIES", "Strategy", "get_strategy"]

@@ -28,6 +28,9 @@ class Request:
     prompt: str | None = None
     # JSON schema the output must follow (constrained decoding); None = free text.
     json_schema: dict[str, Any] | None = None
+    # The output must be exactly one of these strings (multiple choice, e.g. " 47" or " none";
+    # a leading space is part of the choice).  Exclusive with json_schema.
+    choices: tuple[str, ...] | None = None
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     # A prefix of `prompt` that many requests share (fixed instructions and examples); an
     # engine that can keep a KV cache reuses it across requests.  Purely an optimisation.
@@ -36,6 +39,8 @@ class Request:
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):
             raise ValueError("A Request needs exactly one of messages= or prompt=, not both or neither.")
+        if self.choices is not None and (self.json_schema is not None or not self.choices):
+            raise ValueError("Request.choices must be non-empty and cannot be combined with json_schema.")
         if self.cache_prefix is not None and (self.prompt is None or not self.prompt.startswith(self.cache_prefix)):
             raise ValueError("Request.cache_prefix must be a prefix of Request.prompt.")
 
