@@ -56,9 +56,17 @@ $(VENV)/.llamacpp: $(VENV)/.core $(LLAMACPP_WHEELS)/.built
 
 install-llamacpp: $(VENV)/.llamacpp
 
+# Phones: adb-shell, plus for the tests Google's adb client and the static busybox/mksh that
+# the fake phone (tests/fakeadbd) runs its shell commands with.
+ADB_APT := adb busybox-static mksh
 $(VENV)/.adb: $(VENV)/.core
 	$(PIP) install -q -e '.[adb]'
-	@command -v adb >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; } || echo "note: Debian's adb could not be installed; the tests that need Google's adb client will be skipped."
+	@missing=$$(for p in $(ADB_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+		|| echo "note: could not install $$missing (not root?); the tests that need them will be skipped."; \
+	fi
 	@touch $@
 
 install-adb: $(VENV)/.adb

@@ -1,0 +1,451 @@
+"""The fake phone's filesystem: a folder laid out like Android, that shell commands chroot into.
+
+Path mapping, the one rule to remember: a device path `/data/local/tmp/x` is the host file
+`<root>/data/local/tmp/x`. Shell commands run inside a chroot of `<root>` (as root, via
+coreutils `chroot`; as a normal user, via `unshare --user --map-root-user --root`), so they
+see device paths as real paths, with no rewriting. The sync service resolves paths itself, the
+same way (symlinks inside the sandbox are followed relative to `<root>`, never the host's `/`).
+
+The chroot holds static binaries copied from Debian packages: busybox (busybox-static) for the
+usual commands and mksh (package mksh, the shell Android uses) as `/system/bin/sh`; without a
+static mksh, busybox's sh is used. Android-shaped extras are small shell scripts:
+
+- `getprop [NAME [DEFAULT]]` reads `/system/etc/fakeadbd/props` (NAME=VALUE lines).
+- `dumpsys SERVICE` prints `/system/etc/fakeadbd/dumpsys/SERVICE` (`battery` is kept current).
+- `/sys/class/thermal/thermal_zoneN/{type,temp}`, `/sys/class/power_supply/battery/*`,
+  `/proc/meminfo` and `/proc/cpuinfo` are plain files that the test API rewrites.
+
+Not root ("rooted=False", a phone without `adb root`): commands run as uid 2000 (shell), who
+owns only `/data/local/tmp` and `/storage/emulated/0` (alias `/sdcard`); the sync service
+applies the same rule and reports `/system` and friends as a read-only file system.
+
+Two ways in, chosen automatically:
+
+- "chroot" (the daemon runs as root, as CI does): `chroot --userspec=2000:2000`; ownership and
+  permissions are real, so a non-root shell cannot write /system ("Permission denied").
+- "userns" (a developer's normal account): `unshare --user --root`, our uid mapped to 2000 or
+  0. Every sandbox file then belongs to that one uid, so the non-root rule binds the sync
+  service only, not shell commands; /dev/null and friends cannot be created (no mknod).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SHELL_UID = 2000  # AID_SHELL
+ANDROID_PATH = "/product/bin:/apex/com.android.runtime/bin:/system/bin:/system/xbin:/odm/bin:/vendor/bin"
+
+# What a non-root shell user may write (canonical paths: /sdcard resolves into the second).
+WRITABLE_FOR_SHELL = ("/data/local/tmp", "/storage/emulated/0")
+# Mounted read-only on a real phone: writes fail with EROFS rather than EACCES.
+READ_ONLY_TREES = ("/system", "/system_ext", "/vendor", "/product", "/odm", "/apex")
+
+DEFAULT_PROPS = {
+    "ro.product.manufacturer": "Google",
+    "ro.product.brand": "google",
+    "ro.product.name": "fakeadbd",
+    "ro.product.model": "Fake Pixel",
+    "ro.product.device": "fakeadbd",
+    "ro.product.cpu.abi": "arm64-v8a",
+    "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a,armeabi",
+    "ro.hardware": "fakeadbd",
+    "ro.board.platform": "fakesoc",
+    "ro.soc.manufacturer": "Fake",
+    "ro.soc.model": "FakeSoC 8",
+    "ro.build.version.release": "14",
+    "ro.build.version.sdk": "34",
+    "ro.build.fingerprint": "google/fakeadbd/fakeadbd:14/UQ1A.240205.004/1:userdebug/dev-keys",
+    "ro.build.type": "userdebug",
+    "ro.debuggable": "1",
+    "ro.secure": "1",
+    "ro.serialno": "FAKEADBD0001",
+    "persist.sys.timezone": "UTC",
+}
+
+DEFAULT_THERMAL = (("cpu-0-0", 38000), ("gpu", 36500), ("battery", 29000), ("skin", 31000))
+
+_PROPS_FILE = "/system/etc/fakeadbd/props"
+_DUMPSYS_DIR = "/system/etc/fakeadbd/dumpsys"
+
+_GETPROP = r"""#!/system/bin/sh
+# fakeadbd getprop: reads NAME=VALUE lines from /system/etc/fakeadbd/props.
+props=/system/etc/fakeadbd/props
+if [ $# -eq 0 ]; then
+  exec awk '{ i = index($0, "="); if (i > 1) printf "[%s]: [%s]\n", substr($0, 1, i - 1), substr($0, i + 1) }' "$props"
+fi
+exec awk -v want="$1" -v value="$2" '
+  { i = index($0, "="); if (i > 1 && substr($0, 1, i - 1) == want) value = substr($0, i + 1) }
+  END { print value }' "$props"
+"""
+
+_DUMPSYS = r"""#!/system/bin/sh
+# fakeadbd dumpsys: prints /system/etc/fakeadbd/dumpsys/SERVICE (the test API writes them).
+dir=/system/etc/fakeadbd/dumpsys
+if [ $# -eq 0 ] || [ "$1" = "-l" ]; then
+  echo "Currently running services:"
+  for f in "$dir"/*; do [ -f "$f" ] && echo "  ${f##*/}"; done
+  exit 0
+fi
+if [ -f "$dir/$1" ]; then exec cat "$dir/$1"; fi
+echo "Can't find service: $1"
+exit 0
+"""
+
+_PASSWD = "root:x:0:0:root:/:/system/bin/sh\nshell:x:2000:2000:shell:/:/system/bin/sh\n"
+_GROUP = "root:x:0:\nshell:x:2000:\nsdcard_rw:x:1015:shell\n"
+_MEMINFO = ("MemTotal:        7812344 kB\nMemFree:          912360 kB\n"
+            "MemAvailable:    3461020 kB\nBuffers:            4096 kB\nCached:          2400000 kB\n"
+            "SwapTotal:       4194300 kB\nSwapFree:        3900000 kB\n")
+_CPUINFO = "".join(f"processor\t: {i}\nBogoMIPS\t: 49.15\nCPU part\t: 0xd4{i % 3}\n\n" for i in range(8))
+_CPUINFO += "Hardware\t: FakeSoC 8\n"
+
+
+class SandboxUnavailable(RuntimeError):
+    """This machine cannot host the fake phone's chroot; the message says what to install."""
+
+
+# ---- finding static binaries and a way to chroot ----
+
+def is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a PT_INTERP header (no dynamic loader needed)."""
+    try:
+        with open(path, "rb") as f:
+            ident = f.read(64)
+            if ident[:4] != b"\x7fELF":
+                return False
+            is64, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+            if is64:
+                phoff, = struct.unpack_from(order + "Q", ident, 32)
+                phentsize, phnum = struct.unpack_from(order + "HH", ident, 54)
+            else:
+                phoff, = struct.unpack_from(order + "I", ident, 28)
+                phentsize, phnum = struct.unpack_from(order + "HH", ident, 42)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3  # PT_INTERP
+               for i in range(phnum))
+
+
+def _first_static(candidates: list[str]) -> Path | None:
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and is_static_elf(Path(candidate).resolve()):
+            return Path(candidate).resolve()
+    return None
+
+
+def find_busybox() -> Path | None:
+    """A statically linked busybox ($FAKEADBD_BUSYBOX, or Debian's busybox-static)."""
+    return _first_static([os.environ.get("FAKEADBD_BUSYBOX", ""), "/bin/busybox",
+                          "/usr/bin/busybox", shutil.which("busybox") or ""])
+
+
+def find_mksh() -> Path | None:
+    """A statically linked mksh (Debian's package mksh ships musl, klibc and dietlibc builds)."""
+    return _first_static([os.environ.get("FAKEADBD_MKSH", ""),
+                          "/usr/lib/x86_64-linux-musl/bin/mksh", "/bin/mksh-static",
+                          "/usr/lib/klibc/bin/mksh", "/usr/lib/diet/bin/mksh"])
+
+
+@functools.cache
+def _isolation() -> tuple[str, str] | None:
+    """("chroot", path) when root; ("userns", unshare path) when user namespaces work; else None."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
+    if os.geteuid() == 0 and (chroot := shutil.which("chroot", path=search)):
+        return "chroot", chroot
+    unshare = shutil.which("unshare", path=search)
+    if unshare and subprocess.run([unshare, "--user", "--map-root-user", "true"],
+                                  capture_output=True).returncode == 0:
+        return "userns", unshare
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """Why FakeAdbd cannot run here (a sentence naming the fix), or None when it can."""
+    if find_busybox() is None:
+        return ("FakeAdbd needs a statically linked busybox for its chroot: "
+                "apt-get install busybox-static (or set FAKEADBD_BUSYBOX).")
+    if _isolation() is None:
+        return ("FakeAdbd chroots shell commands into its sandbox: run as root, or enable "
+                "unprivileged user namespaces (unshare --user --map-root-user).")
+    return None
+
+
+# ---- the sandbox ----
+
+@dataclass(frozen=True)
+class Battery:
+    """What `dumpsys battery` and /sys/class/power_supply/battery report."""
+
+    level: int = 80  # percent
+    temperature_c: float = 28.5  # reported in tenths of a degree, as Android does
+    plugged: str | None = "usb"  # "ac", "usb", "wireless", or None on battery
+
+    @property
+    def status(self) -> int:
+        """BatteryManager status: 2 charging, 3 discharging, 5 full."""
+        if self.plugged is None:
+            return 3
+        return 5 if self.level >= 100 else 2
+
+    def dumpsys(self) -> str:
+        """The text of `dumpsys battery` on Android 14."""
+        return "\n".join([
+            "Current Battery Service state:",
+            f"  AC powered: {str(self.plugged == 'ac').lower()}",
+            f"  USB powered: {str(self.plugged == 'usb').lower()}",
+            f"  Wireless powered: {str(self.plugged == 'wireless').lower()}",
+            "  Dock powered: false",
+            "  Max charging current: 500000",
+            "  Max charging voltage: 5000000",
+            "  Charge counter: 3000000",
+            f"  status: {self.status}",
+            "  health: 2",
+            "  present: true",
+            f"  level: {self.level}",
+            "  scale: 100",
+            "  voltage: 4012",
+            f"  temperature: {round(self.temperature_c * 10)}",
+            "  technology: Li-ion",
+            "",
+        ])
+
+
+class DeviceSandbox:
+    """A folder that plays the phone's filesystem, and the way to run commands inside it."""
+
+    def __init__(self, root: Path, *, rooted: bool = False, props: dict[str, str] | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.rooted = rooted
+        isolation = _isolation()
+        busybox = find_busybox()
+        if busybox is None or isolation is None:
+            raise SandboxUnavailable(unavailable_reason())
+        self.isolation, self._tool = isolation  # "chroot" or "userns" (module docstring)
+        self._build(busybox, find_mksh())
+        if not Path(self.host(_PROPS_FILE)).exists():
+            self._write_props(DEFAULT_PROPS)
+        if props:
+            for name, value in props.items():
+                self.set_prop(name, value)
+        self.battery = Battery()
+        self.set_battery()
+        for index, (zone_type, millidegrees) in enumerate(DEFAULT_THERMAL):
+            if not self.host(f"/sys/class/thermal/thermal_zone{index}/temp").exists():
+                self.set_thermal(index, millidegrees, zone_type=zone_type)
+
+    # -- layout --
+
+    def _build(self, busybox: Path, mksh: Path | None) -> None:
+        """Create what is missing; keep what a test (or an earlier run) put there."""
+        for folder in ("system/bin", "system/xbin", "system/etc/fakeadbd/dumpsys", "vendor/bin",
+                       "product", "apex", "odm", "data/local/tmp", "storage/emulated/0", "dev",
+                       "proc", "sys/class/thermal", "sys/class/power_supply/battery", "mnt", "config"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        for link, target in (("sdcard", "/storage/emulated/0"), ("bin", "/system/bin"),
+                             ("etc", "/system/etc")):
+            if not os.path.lexists(self.root / link):
+                os.symlink(target, self.root / link)
+        bin_dir = self.root / "system/bin"
+        if not (bin_dir / "busybox").exists():
+            shutil.copy2(busybox, bin_dir / "busybox")
+            applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
+                                     check=True).stdout.split()
+            for applet in applets:
+                if not os.path.lexists(bin_dir / applet):
+                    os.symlink("busybox", bin_dir / applet)
+        if not (bin_dir / "sh").exists() or (bin_dir / "sh").is_symlink():
+            (bin_dir / "sh").unlink(missing_ok=True)
+            if mksh is not None:
+                shutil.copy2(mksh, bin_dir / "sh")
+            else:
+                os.symlink("busybox", bin_dir / "sh")
+        for name, text in (("getprop", _GETPROP), ("dumpsys", _DUMPSYS)):
+            (bin_dir / name).unlink(missing_ok=True)  # replaces busybox applets of that name
+            (bin_dir / name).write_text(text)
+            os.chmod(bin_dir / name, 0o755)
+        for path, text in (("/system/etc/passwd", _PASSWD), ("/system/etc/group", _GROUP),
+                           ("/proc/meminfo", _MEMINFO), ("/proc/cpuinfo", _CPUINFO)):
+            if not self.host(path).exists():
+                self.write_file(path, text)
+        self._make_devices()
+        shell_owned = [self.root / "data/local/tmp", self.root / "storage/emulated/0"]
+        for folder in shell_owned:
+            os.chmod(folder, 0o771)
+            if self.isolation == "chroot":
+                os.chown(folder, SHELL_UID, SHELL_UID)
+
+    def _make_devices(self) -> None:
+        """/dev/null, /dev/zero, /dev/urandom as character devices (root only; else skipped)."""
+        for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)):
+            node = self.root / "dev" / name
+            if node.exists() or self.isolation != "chroot":
+                continue
+            try:
+                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+                os.chmod(node, 0o666)
+            except OSError:
+                pass  # a container without CAP_MKNOD: commands can still redirect elsewhere
+
+    # -- paths --
+
+    def resolve(self, device_path: str, *, follow_last: bool = True) -> str:
+        """The canonical device path: '.', '..' and symlinks resolved inside the sandbox.
+
+        Raises OSError(ELOOP) for symlink loops. The result always starts with '/'.
+        """
+        pending = [part for part in device_path.split("/") if part][::-1]
+        resolved: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root.joinpath(*resolved, part)
+            if candidate.is_symlink() and (pending or follow_last):
+                hops += 1
+                if hops > 40:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), device_path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                pending.extend([p for p in target.split("/") if p][::-1])
+                continue
+            resolved.append(part)
+        return "/" + "/".join(resolved)
+
+    def host(self, device_path: str, *, follow_last: bool = True) -> Path:
+        """The host file behind a device path (see the module docstring)."""
+        return self.root / self.resolve(device_path, follow_last=follow_last).lstrip("/")
+
+    def write_denied(self, canonical_path: str) -> int | None:
+        """The errno a non-root phone gives for creating `canonical_path`, or None if allowed."""
+        if self.rooted:
+            return None
+
+        def under(tree: str) -> bool:
+            return canonical_path == tree or canonical_path.startswith(tree + "/")
+
+        if any(under(tree) for tree in WRITABLE_FOR_SHELL):
+            return None
+        if any(under(tree) for tree in READ_ONLY_TREES) or canonical_path.count("/") == 1:
+            return errno.EROFS
+        return errno.EACCES
+
+    def chown_for_shell(self, host_path: Path) -> None:
+        """Files the non-root adbd creates belong to the shell user, as on a phone."""
+        if not self.rooted and self.isolation == "chroot":
+            os.chown(host_path, SHELL_UID, SHELL_UID, follow_symlinks=False)
+
+    # -- files the test API changes --
+
+    def write_file(self, device_path: str, data: str | bytes, mode: int = 0o644) -> None:
+        """Atomically replace a file in the sandbox (readers never see half of it)."""
+        target = self.host(device_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        raw = data.encode() if isinstance(data, str) else data
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fakeadbd-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def props(self) -> dict[str, str]:
+        """All system properties, as getprop sees them."""
+        found = {}
+        for line in self.host(_PROPS_FILE).read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name:
+                found[name] = value
+        return found
+
+    def _write_props(self, props: dict[str, str]) -> None:
+        self.write_file(_PROPS_FILE, "".join(f"{k}={v}\n" for k, v in sorted(props.items())))
+
+    def set_prop(self, name: str, value: str) -> None:
+        """Set a system property (what `getprop NAME` prints and the CNXN banner carries)."""
+        if not name or any(c in name for c in "=\n \t") or "\n" in str(value):
+            raise ValueError(f"Invalid property {name!r}={value!r}: no '=', blanks or newlines "
+                             "in the name, no newline in the value.")
+        props = self.props()
+        props[name] = str(value)
+        self._write_props(props)
+
+    def set_battery(self, level: int | None = None, temperature_c: float | None = None,
+                    charging: bool | str | None = None) -> Battery:
+        """Change the battery; `charging` is True (USB), "ac", "usb", "wireless" or False."""
+        battery = self.battery
+        if level is not None:
+            if not 0 <= level <= 100:
+                raise ValueError(f"Battery level {level} is outside 0..100.")
+            battery = Battery(level, battery.temperature_c, battery.plugged)
+        if temperature_c is not None:
+            battery = Battery(battery.level, temperature_c, battery.plugged)
+        if charging is not None:
+            plugged = {True: "usb", False: None}.get(charging, charging)
+            if plugged not in ("ac", "usb", "wireless", None):
+                raise ValueError(f"charging={charging!r}: use True, False, 'ac', 'usb' or 'wireless'.")
+            battery = Battery(battery.level, battery.temperature_c, plugged)
+        self.battery = battery
+        supply = "/sys/class/power_supply/battery"
+        status_text = {2: "Charging", 3: "Discharging", 5: "Full"}[battery.status]
+        self.write_file(f"{supply}/capacity", f"{battery.level}\n")
+        self.write_file(f"{supply}/temp", f"{round(battery.temperature_c * 10)}\n")
+        self.write_file(f"{supply}/status", f"{status_text}\n")
+        self.write_file(f"{_DUMPSYS_DIR}/battery", battery.dumpsys())
+        return battery
+
+    def set_thermal(self, zone_index: int, millidegrees: int, zone_type: str | None = None) -> None:
+        """Write /sys/class/thermal/thermal_zoneN/temp (and type, when given or new)."""
+        zone = f"/sys/class/thermal/thermal_zone{zone_index}"
+        if zone_type is not None or not self.host(f"{zone}/type").exists():
+            self.write_file(f"{zone}/type", f"{zone_type or f'zone{zone_index}'}\n")
+        self.write_file(f"{zone}/temp", f"{int(millidegrees)}\n")
+
+    # -- processes --
+
+    def shell_env(self) -> dict[str, str]:
+        """The environment adbd gives a shell on a phone."""
+        user = "root" if self.rooted else "shell"
+        return {"PATH": ANDROID_PATH, "HOME": "/", "TMPDIR": "/data/local/tmp", "USER": user,
+                "LOGNAME": user, "SHELL": "/system/bin/sh", "TERM": "dumb",
+                "HOSTNAME": self.props().get("ro.product.device", "localhost"),
+                "ANDROID_ROOT": "/system", "ANDROID_DATA": "/data",
+                "EXTERNAL_STORAGE": "/sdcard"}
+
+    def spawn(self, command: str | None, *, merge_stderr: bool) -> subprocess.Popen[bytes]:
+        """Start `/system/bin/sh -c command` inside the sandbox (no command: sh reads stdin).
+
+        The process leads its own session, so `os.killpg(proc.pid, ...)` ends it and its children.
+        """
+        shell = ["/system/bin/sh"] + (["-c", command] if command is not None else [])
+        if self.isolation == "chroot":
+            as_user = [] if self.rooted else [f"--userspec={SHELL_UID}:{SHELL_UID}",
+                                              f"--groups={SHELL_UID},1015"]
+            argv = [self._tool, *as_user, str(self.root), *shell]
+        else:  # user namespace: our own uid appears as root (rooted) or as the shell user
+            as_user = (["--map-root-user"] if self.rooted else
+                       [f"--map-user={SHELL_UID}", f"--map-group={SHELL_UID}"])
+            argv = [self._tool, "--user", *as_user, f"--root={self.root}", "--wd=/", *shell]
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                                env=self.shell_env(), start_new_session=True, close_fds=True)
