@@ -45,6 +45,10 @@ _NUMERIC: dict[str, list[tuple[str, str]]] = {
     "speaker": [("volume", r"volume|loud|\bat\b|\bto\b")],
     "security": [("alarm_volume", r"alarm|volume|\bat\b|\bto\b")],
 }
+# "40... no, make it 47" -> "47": the corrected number replaces the first one.
+_CORRECTION = re.compile(
+    r"\b\d{1,3}\b[^\d\n]{0,25}?\b(?:no|actually|wait|sorry|make it|make that|rather|i mean)\b[^\d\n]{0,15}?\b(\d{1,3})\b"
+)
 _CLAUSE = re.compile(r"[.!?;]+|,|\band\b|\bthen\b")
 _NUMBER = re.compile(r"\b(\d{1,3})\b")
 
@@ -56,7 +60,7 @@ def extract_settings(session: Session) -> dict[str, dict[str, Any]]:
     for message in session.messages:
         if message.role != "user":
             continue
-        for clause in _CLAUSE.split(message.text.lower()):
+        for clause in _CLAUSE.split(_CORRECTION.sub(r"\1", message.text.lower())):
             found = [d for d, pattern in _DEVICES.items() if re.search(pattern, clause)]
             device = found[0] if found else device
             if device is None:
@@ -67,6 +71,10 @@ def extract_settings(session: Session) -> dict[str, dict[str, Any]]:
             for raw in _NUMBER.findall(clause):
                 _assign_number(settings, device, clause, int(raw))
     return settings
+
+
+def mentions_device(device: str, text: str) -> bool:
+    return re.search(_DEVICES[device], text.lower()) is not None
 
 
 def _assign_number(settings: dict[str, dict[str, Any]], device: str, clause: str, value: int) -> None:

@@ -3,9 +3,10 @@
 - `single-pass` (the paper's protocol): the whole history in one prompt, "exactly N routines",
   output constrained to the routines schema.  The history is cut to the context budget from
   the oldest session on, and the cut is recorded.
-- `incremental`: each session is read once, by short questions (one per setting the session
-  could have set, answered by choosing among the values said in it; prompts/fields.py), then
-  the deterministic aggregator of prompts/aggregate.py builds the profile.  The fixed instructions and examples are a shared prefix that an
+- `incremental`: each session is read once, when it happens: the pattern extractor takes what
+  it recognises, and the model answers one short multiple-choice question per setting left
+  open (choosing among the values said in the session; prompts/fields.py); the deterministic
+  aggregator of prompts/aggregate.py then builds the profile.  The fixed instructions and examples are a shared prefix that an
   engine with a KV cache evaluates once.
 - `rules`: the same aggregation over a pattern-matching extractor, no model: the baseline row.
 
@@ -22,13 +23,13 @@ from typing import Any, Protocol
 
 from eval.errors import unknown_name
 from eval.parse import parse_routines
-from eval.schema import Routine, Session, User, routines_json_schema
+from eval.schema import Routine, Session, User, compact, routines_json_schema
 from runtimes.base import Completion, GenerationSettings, Request
 
 from . import render
 from .aggregate import ProfileAggregator
 from .fields import FIELDS, NONE, Field
-from .rules import extract_settings
+from .rules import extract_settings, mentions_device
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ class SinglePass:
 
 
 class Incremental:
-    """One short prompt per (session, field that the session could have set); see fields.py."""
+    """Each session read once: the pattern extractor first, then one multiple-choice question
+    to the model for every setting the patterns left open but the session could have set
+    (its device is mentioned and a candidate value was said); see fields.py and rules.py."""
 
     name = "incremental"
     needs_model = True
@@ -121,12 +124,18 @@ class Incremental:
         )
         self.prefix = render.template("fields_prefix.txt").substitute(examples=examples.rstrip("\n") + "\n\n")
 
-    def session_requests(self, session: Session, settings: GenerationSettings) -> list[tuple[Field, dict[str, Any], Request]]:
-        """(field, choice text -> value, request) for every field this session could have set."""
+    def session_requests(
+        self, session: Session, settings: GenerationSettings
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[Field, dict[str, Any], Request]]]:
+        """The patterns' settings, and (field, choice text -> value, request) for each open field."""
+        found = compact(extract_settings(session))
         text = render.dialogue(render.session_turns(session))
-        numbers = render.numbers_said(text)
-        out = []
+        taken = {v for fields in found.values() for v in fields.values() if type(v) is int}
+        numbers = render.numbers_said(text) - taken
+        questions = []
         for f in FIELDS:
+            if f.name in found.get(f.device, {}) or not mentions_device(f.device, text):
+                continue
             candidates = f.candidates(text, numbers)
             if not candidates:
                 continue
@@ -138,19 +147,23 @@ class Incremental:
                 settings=GenerationSettings(max_tokens=8, temperature=settings.temperature, seed=settings.seed),
                 cache_prefix=self.prefix,
             )
-            out.append((f, choices, request))
-        return out
+            questions.append((f, choices, request))
+        return found, questions
 
     def plan(self, user: User, n_routines: int, budget: Budget, settings: GenerationSettings) -> Plan:
-        questions = [(i, *q) for i, s in enumerate(user.sessions) for q in self.session_requests(s, settings)]
+        found, questions = [], []
+        for index, session in enumerate(user.sessions):
+            settings_found, asked = self.session_requests(session, settings)
+            found.append(settings_found)
+            questions += [(index, *q) for q in asked]
         requests = [q[3] for q in questions]
         digest = render.sha256("\n\x00".join(r.prompt or "" for r in requests))
         notes = {"sessions_total": len(user.sessions), "questions": len(requests),
                  "prefix_sha256": render.sha256(self.prefix)}
-        return Plan(requests, digest, notes, private={"questions": questions})
+        return Plan(requests, digest, notes, private={"questions": questions, "found": found})
 
     def finish(self, user: User, n_routines: int, plan: Plan, completions: list[Completion]) -> Outcome:
-        per_session: list[dict[str, dict[str, Any]]] = [{} for _ in user.sessions]
+        per_session = [json.loads(json.dumps(found)) for found in plan.private["found"]]
         errors: list[str] = []
         lines = []
         for (session_index, f, choices, _), completion in zip(plan.private["questions"], completions):

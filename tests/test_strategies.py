@@ -54,11 +54,15 @@ def test_field_candidates_are_values_said():
 
 
 def _user(sessions: int = 6) -> User:
+    # The patterns read the AC and the corrected volume; the speaker volume ("Low, like 10",
+    # an answer to the assistant's question) is left to the model.
     messages = [Message(role="user", text="Heat to 22, fan 2 please. Then TV volume 40... no, 47."),
-                Message(role="assistant", text="AC heating to 22 with fan 2; TV volume 47.")]
+                Message(role="assistant", text="AC heating to 22 with fan 2; TV volume 47. What speaker volume?"),
+                Message(role="user", text="Low, like 10."),
+                Message(role="assistant", text="Speaker at 10.")]
     routine = Routine.model_validate({"triggers": EVENING.model_dump(mode="json"),
                                       "actions": {"ac": {"temperature": 22, "mode": "heat", "fan_speed": 2},
-                                                  "tv": {"volume": 47}}})
+                                                  "tv": {"volume": 47}, "speaker": {"volume": 10}}})
     session_list = [Session(session_id=i, meta=EVENING if i % 3 else MORNING, messages=messages,
                             applied_routines=[0] if i % 3 else []) for i in range(sessions)]
     return User(index=0, character="test", routines=[routine], sessions=session_list)
@@ -78,12 +82,15 @@ def test_incremental_end_to_end_with_an_oracle():
     strategy = get_strategy("incremental")
     plan = strategy.plan(user, 1, Budget(), GenerationSettings())
     truth = user.routines[0].compact()["actions"]
-    assert all(r.choices and r.prompt.startswith(strategy.prefix) for r in plan.requests)
+    assert plan.requests and all(r.choices and r.prompt.startswith(strategy.prefix) for r in plan.requests)
+    asked = {r.prompt.rsplit("\n", 1)[-1] for r in plan.requests}
+    assert "speaker volume:" in asked and "AC temperature:" not in asked  # the patterns had that one
     outcome = strategy.finish(user, 1, plan, [_answer(r, truth) for r in plan.requests])
     assert score([user.routines], [outcome.routines]).metrics["acc.routine_exact"] == 1.0
-    # A model that answers "none" everywhere yields routines without actions.
+    # A model that answers "none" everywhere leaves only what the patterns found.
     empty = strategy.finish(user, 1, plan, [Completion(" none", Timings()) for _ in plan.requests])
-    assert empty.routines[0].compact().get("actions", {}) == {}
+    assert "speaker" not in empty.routines[0].compact()["actions"]
+    assert empty.routines[0].compact()["actions"]["tv"] == {"volume": 47}
     bogus = strategy.finish(user, 1, plan, [Completion(" banana", Timings()) for _ in plan.requests])
     assert len(bogus.parse_errors) == len(plan.requests)
 
