@@ -3,8 +3,8 @@
 Sessions are grouped by their context (all five trigger fields); groups are ranked by
 support (how many sessions fell in that context; ties: the context seen first); the top N
 become routines whose triggers are the context and whose actions hold, per field, the
-majority value among the group's sessions (ties: the value seen first), for the fields the
-majority of the group's sessions set.  The state is plain JSON, so a profile can be saved
+majority value among the group's sessions (ties: the value seen first), for the fields set
+in more than half of the group's sessions.  The state is plain JSON, so a profile can be saved
 and updated as sessions arrive, one session's worth of work at a time.
 """
 
@@ -45,7 +45,7 @@ class ProfileAggregator:
                         counts.setdefault((device, name), Counter())[_freeze(value)] += 1
             actions: dict[str, dict[str, Any]] = {}
             for (device, name), counter in counts.items():
-                if 2 * sum(counter.values()) >= len(sessions):
+                if 2 * sum(counter.values()) > len(sessions):
                     actions.setdefault(device, {})[name] = counter.most_common(1)[0][0]
             routines.append(Routine.model_validate({"triggers": self.contexts[key], "actions": actions}))
         return routines

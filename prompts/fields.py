@@ -15,6 +15,8 @@ from typing import Any
 
 from eval.schema import AcMode, Equalizer, InputSource, LightColor, LightMode
 
+from .render import digits
+
 NONE = "none"
 
 
@@ -31,7 +33,7 @@ class Field:
 
     def candidates(self, text: str, numbers: set[int]) -> list[Any]:
         """The values this session could have set, in the order they are first said."""
-        lowered = text.lower()
+        lowered = digits(text.lower())
         if not self.values:
             positions = {n: lowered.find(str(n)) for n in numbers if self.lo <= n <= self.hi}
             return sorted(positions, key=lambda n: positions[n])

@@ -48,8 +48,29 @@ def session_block(session: Session) -> str:
 
 
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3})(?![\w.]\d)")
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
+         "seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_NUMBER = re.compile(
+    r"\b(?:(?:a|one) hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?|"
+    + "|".join(reversed(_UNITS)) + r")\b",
+    re.IGNORECASE,
+)
+
+
+def _word_value(words: str) -> int:
+    words = words.lower().replace("-", " ").split()
+    if words[-1] == "hundred":
+        return 100
+    value = 10 * (_TENS.index(words[0]) + 2) if words[0] in _TENS else _UNITS.index(words[0])
+    return value + (_UNITS.index(words[1]) if len(words) > 1 else 0)
+
+
+def digits(text: str) -> str:
+    """Numbers written as words in digits: "Seventy percent" -> "70 percent"."""
+    return _WORD_NUMBER.sub(lambda m: str(_word_value(m.group(0))), text)
 
 
 def numbers_said(session_text: str) -> set[int]:
-    """Every integer 0-999 written in a text (the values a user can have asked for)."""
-    return {int(n) for n in _NUMBER.findall(session_text)}
+    """Every integer 0-999 in a text, in digits or words (the values a user can have asked for)."""
+    return {int(n) for n in _NUMBER.findall(digits(session_text))}

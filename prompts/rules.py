@@ -11,6 +11,8 @@ from typing import Any
 
 from eval.schema import Session
 
+from .render import digits
+
 _DEVICES = {
     "tv": r"\btv\b|television|screen|netflix|youtube|hdmi|\bav\b",
     "ac": r"\bac\b|a/c|air ?con|thermostat|heat|cool(ing)? mode|degrees|fan",
@@ -60,7 +62,7 @@ def extract_settings(session: Session) -> dict[str, dict[str, Any]]:
     for message in session.messages:
         if message.role != "user":
             continue
-        for clause in _CLAUSE.split(_CORRECTION.sub(r"\1", message.text.lower())):
+        for clause in _CLAUSE.split(_CORRECTION.sub(r"\1", digits(message.text.lower()))):
             found = [d for d, pattern in _DEVICES.items() if re.search(pattern, clause)]
             device = found[0] if found else device
             if device is None:

@@ -39,6 +39,8 @@ def test_aggregator_state_is_json_and_updates_continue():
     restored.update(EVENING, {"ac": {"temperature": 22, "mode": "heat"}})
     agg.update(EVENING, {"ac": {"temperature": 22, "mode": "heat"}})
     assert restored.profile(1) == agg.profile(1)
+    assert restored.profile(1)[0].compact()["actions"] == {"ac": {"temperature": 22}}  # mode: 1 of 2, not more
+    restored.update(EVENING, {"ac": {"mode": "heat"}})
     assert restored.profile(1)[0].compact()["actions"] == {"ac": {"temperature": 22, "mode": "heat"}}
 
 
