@@ -549,11 +549,21 @@ class LlamaCppRuntime:
         grammar = "root ::= " + " | ".join(json.dumps(choice, ensure_ascii=False) for choice in choices)
         return "choices:" + grammar, grammar
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model would see for a raw prompt (with BOS), for context budgets."""
+    def tokenize(self, text: str) -> list[int]:
+        """The tokens the model sees for a raw prompt (with BOS)."""
         if self._llm is None:
-            raise HarnessError("count_tokens() needs a loaded model; call load() first.")
-        return len(self._tokenize(text, has_bos=False))
+            raise HarnessError("tokenize() needs a loaded model; call load() first.")
+        return self._tokenize(text, has_bos=False)
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt length in tokens, for context budgets."""
+        return len(self.tokenize(text))
+
+    def reset_cache(self) -> None:
+        """Forget every cached prefix: the next request is evaluated from scratch."""
+        if self._llm is not None:
+            self._snapshots.clear()
+            self._forget_kv()
 
     def _sampler(self, request: Request) -> _Sampler:
         settings = request.settings

@@ -1,0 +1,188 @@
+"""Benchmarks (not tests): `python -m device_runner.bench overhead|strategy-cost`.
+
+- overhead: prefill and decode tok/s through runtimes.llamacpp against a minimal loop over
+  llama.cpp's own C API (llama_decode + greedy sampler, through llama-cpp-python's ctypes
+  bindings) on the same GGUF, threads, context and prompt; runs interleaved; prints the ratio.
+- strategy-cost: prompt tokens evaluated and wall time, single-pass vs incremental, for one
+  profile update (one new session arrives) and for a whole history.
+
+Timings depend on what else the machine is doing: they are printed side by side from one
+run, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.errors import HarnessError
+
+
+def _reference_loop(lib: Any, model_path: str, tokens: list[int], n_gen: int, n_threads: int, n_ctx: int,
+                    n_batch: int) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s) of llama.cpp's C API with no harness around it."""
+    mparams = lib.llama_model_default_params()
+    model = lib.llama_model_load_from_file(model_path.encode(), mparams)
+    cparams = lib.llama_context_default_params()
+    cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, n_batch
+    cparams.n_threads, cparams.n_threads_batch = n_threads, n_threads
+    cparams.swa_full = True  # as runtimes.llamacpp (prefix reuse needs the full SWA cache)
+    ctx = lib.llama_init_from_model(model, cparams)
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(tokens), n_batch):
+            chunk = tokens[start:start + n_batch]
+            array = (ctypes.c_int32 * len(chunk))(*chunk)
+            if lib.llama_decode(ctx, lib.llama_batch_get_one(array, len(chunk))) != 0:
+                raise HarnessError("llama_decode failed in the reference loop.")
+        token = lib.llama_sampler_sample(chain, ctx, -1)
+        prefill_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(n_gen - 1):
+            array = (ctypes.c_int32 * 1)(token)
+            lib.llama_decode(ctx, lib.llama_batch_get_one(array, 1))
+            token = lib.llama_sampler_sample(chain, ctx, -1)
+        decode_s = time.perf_counter() - started
+        return len(tokens) / prefill_s, (n_gen - 1) / decode_s
+    finally:
+        lib.llama_sampler_free(chain)
+        lib.llama_free(ctx)
+        lib.llama_model_free(model)
+
+
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    import llama_cpp
+
+    from runtimes import GenerationSettings, Request
+    from runtimes.llamacpp import LlamaCppRuntime, default_model_path
+
+    path = str(args.gguf or default_model_path())
+    words = ("The smart home assistant keeps the lights warm in the evening and the heating at twenty one "
+             "degrees when it snows. ") * 40
+    runtime = LlamaCppRuntime(n_threads=args.threads, n_ctx=args.n_ctx)
+    runtime.load(path)
+    prompt = " ".join(words.split()[: args.prompt_tokens * 3 // 4])
+    tokens = runtime.tokenize(prompt)  # the very same tokens go to the reference loop
+    ours, ref = [], []
+    for repeat in range(args.repeats):
+        # Interleaved, and a fresh cache each time: no prefix reuse in either.
+        runtime.reset_cache()
+        c = runtime.generate([Request(prompt=prompt, settings=GenerationSettings(max_tokens=args.gen_tokens))])[0]
+        ours.append((c.timings.prefill_tps, c.timings.decode_tps, c.timings.generated_tokens))
+        ref.append(_reference_loop(llama_cpp, path, tokens, c.timings.generated_tokens or args.gen_tokens,
+                                   runtime.n_threads,
+                                   args.n_ctx, runtime.n_batch))
+        print(f"run {repeat + 1}: harness prefill {ours[-1][0]:.0f} decode {ours[-1][1]:.1f} tok/s "
+              f"({ours[-1][2]} tokens) | llama.cpp prefill {ref[-1][0]:.0f} decode {ref[-1][1]:.1f} tok/s",
+              flush=True)
+    runtime.close()
+    result = {
+        "gguf": path, "threads": runtime.n_threads, "prompt_tokens": len(tokens), "gen_tokens": args.gen_tokens,
+        "harness_prefill_tps": statistics.median(o[0] for o in ours),
+        "harness_decode_tps": statistics.median(o[1] for o in ours),
+        "llamacpp_prefill_tps": statistics.median(r[0] for r in ref),
+        "llamacpp_decode_tps": statistics.median(r[1] for r in ref),
+    }
+    result["prefill_ratio"] = result["harness_prefill_tps"] / result["llamacpp_prefill_tps"]
+    result["decode_ratio"] = result["harness_decode_tps"] / result["llamacpp_decode_tps"]
+    print(f"\nmedian of {args.repeats}: prefill ratio {result['prefill_ratio']:.3f}, "
+          f"decode ratio {result['decode_ratio']:.3f} (harness / llama.cpp; target >= 0.97)")
+    return result
+
+
+def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
+    from eval import dataset
+    from prompts.strategies import Budget, get_strategy
+    from runtimes import GenerationSettings
+    from runtimes.llamacpp import LlamaCppRuntime, default_model_path
+
+    users = dataset.load(args.data)
+    user = users[args.user]
+    runtime = LlamaCppRuntime(n_threads=args.threads, n_ctx=args.n_ctx)
+    runtime.load(str(args.gguf or default_model_path()))
+    budget = Budget(args.n_ctx, runtime.count_tokens)
+    settings = GenerationSettings()
+    n = len(user.routines)
+    single, incremental = get_strategy("single-pass"), get_strategy("incremental")
+
+    def run(requests: list) -> tuple[int, int, float]:
+        started = time.perf_counter()
+        completions = runtime.generate(requests)
+        evaluated = sum(c.timings.prompt_tokens_evaluated or 0 for c in completions)
+        prompt = sum(c.timings.prompt_tokens or 0 for c in completions)
+        return evaluated, prompt, time.perf_counter() - started
+
+    history, latest = user.model_copy(update={"sessions": user.sessions[:-1]}), user
+    rows = {}
+    # Single-pass, one update: the whole prompt again (cold), or with the KV cache of the
+    # unchanged earlier history kept (warm: the prompt before the update was just run).
+    runtime.reset_cache()
+    rows["single-pass update, cold"] = run(single.plan(latest, n, budget, settings).requests)
+    run(single.plan(history, n, budget, settings).requests)
+    rows["single-pass update, warm cache"] = run(single.plan(latest, n, budget, settings).requests)
+    # Incremental, one update: the new session's questions (the fixed prefix is cached).
+    run(incremental.plan(history.model_copy(update={"sessions": history.sessions[-1:]}), n, budget,
+                         settings).requests)
+    rows["incremental update"] = run(incremental.plan(
+        latest.model_copy(update={"sessions": latest.sessions[-1:]}), n, budget, settings).requests)
+    runtime.reset_cache()
+    rows["incremental whole history"] = run(incremental.plan(latest, n, budget, settings).requests)
+    rows["single-pass whole history"] = rows["single-pass update, cold"]
+    runtime.close()
+    print(f"user {args.user}: {len(user.sessions)} sessions, {n} routines, data {args.data}")
+    print(f"{'':34} {'tokens evaluated':>16} {'prompt tokens':>14} {'wall s':>8}")
+    for name, (evaluated, prompt, wall) in rows.items():
+        print(f"{name:34} {evaluated:>16} {prompt:>14} {wall:>8.1f}")
+    update_ratio = rows["incremental update"][0] / rows["single-pass update, cold"][0]
+    whole_ratio = rows["incremental whole history"][0] / rows["single-pass whole history"][0]
+    print(f"\nper update: incremental evaluates {update_ratio:.3f} of single-pass (cold) (target <= 0.05); "
+          f"whole history: {whole_ratio:.2f} of single-pass")
+    return {"rows": {k: dict(zip(("evaluated", "prompt_tokens", "wall_s"), v)) for k, v in rows.items()},
+            "update_ratio": update_ratio, "whole_history_ratio": whole_ratio, "user": args.user, "data": args.data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device_runner.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("overhead")
+    p.add_argument("--gguf", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--gen-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    s = sub.add_parser("strategy-cost")
+    s.add_argument("--data", default="sample")
+    s.add_argument("--user", type=int, default=0)
+    s.add_argument("--gguf", type=Path, default=None)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--n-ctx", type=int, default=16384)
+    for sp in (p, s):
+        sp.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "strategy-cost" and args.data == "sample":
+            from eval.synth import write_sample
+
+            args.data = str(write_sample(Path("results/bench-sample-data"), 2, 40, 0))
+        result = overhead(args) if args.command == "overhead" else strategy_cost(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
