@@ -333,7 +333,7 @@ class LlamaCppRuntime:
     unconstrained choice against the grammar first, see _Sampler), `swa_full` (keep the
     whole sliding-window cache, which prefix reuse needs on Gemma 3), `prefix_snapshots`
     (how many cache_prefix KV states to keep; 0 = none),
-    `n_batch`, `verbose`.
+    `flash_attn` (on, as llama.cpp's own default on the CPU), `n_batch`, `verbose`.
     """
 
     name = "llamacpp"
@@ -350,6 +350,7 @@ class LlamaCppRuntime:
         grammar_fast_path: bool = True,
         swa_full: bool = True,
         prefix_snapshots: int = PREFIX_SNAPSHOTS,
+        flash_attn: bool = True,
     ) -> None:
         if n_threads is not None and n_threads < 1:
             raise HarnessError(f"n_threads={n_threads} must be at least 1.")
@@ -365,6 +366,10 @@ class LlamaCppRuntime:
         self.grammar_fast_path = grammar_fast_path
         self.swa_full = swa_full
         self.prefix_snapshots = prefix_snapshots
+        # llama-cpp-python's Llama() turns flash attention OFF unless asked, while llama.cpp's
+        # own default (auto) turns it on for the CPU: measured here, off cost ~15% of prefill
+        # against llama.cpp itself (device_runner/bench.py overhead).
+        self.flash_attn = flash_attn
         if chat_format is not None:
             self._family_formatter(chat_format)  # an unknown name fails here, not mid-run
         self._llm: Any = None
@@ -412,6 +417,7 @@ class LlamaCppRuntime:
             "n_ctx": self._llm.n_ctx() if self._llm is not None else self.requested_n_ctx or DEFAULT_N_CTX,
             "n_batch": self.n_batch,
             "swa_full": self.swa_full,
+            "flash_attn": self.flash_attn,
             "grammar_fast_path": self.grammar_fast_path,
             "chat_format": self._resolved_chat_format(),
             "system_info": lib.llama_print_system_info().decode("utf-8", "replace").strip(),
@@ -465,6 +471,7 @@ class LlamaCppRuntime:
                     n_threads=self.n_threads,
                     n_threads_batch=self.n_threads_batch,
                     swa_full=self.swa_full,
+                    flash_attn=self.flash_attn,
                     verbose=self.verbose,
                 )
         except (ValueError, RuntimeError) as exc:
