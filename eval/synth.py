@@ -9,6 +9,13 @@ corrections, clarifying questions, small talk, a personality).
 Everything is a pure function of (n_users, n_sessions, seed): user i draws from its own
 `random.Random` seeded with a string built from seed and i, so a sample with more users
 starts with the same users.
+
+The dialogue can instead be written by a language model, as in the paper's Figure 1: pass a
+`writer` (a callable from `WriterInput` to `WriterOutput`; `prompts.writer` makes one over
+any runtime).  The plan stays the same (the template dialogue is still drawn, so the random
+stream and every other session stay as they were); each written dialogue is checked against
+its plan (`check_dialogue`), rewritten with the reasons up to `retries` times, and falls back
+to the template dialogue if it never passes.  This module imports no runtime and no prompt.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,8 @@ from .schema import DEVICE_FIELDS, TRIGGER_FIELDS, Actions, Message, Routine, Se
 
 LABELS_FILE = "session_labels.jsonl"
 OUTPUT_FILES = (*FILES, LABELS_FILE)
+# Written next to the data when a language model writes the dialogues (one line per session).
+WRITER_LOG_FILE = "writer_log.jsonl"
 
 # --- the paper's Table 1, as sampling weights -------------------------------------------
 ROUTINES_PER_USER = {3: 0.16, 4: 0.70, 5: 0.14}  # mean 3.98
@@ -540,8 +550,294 @@ def _dialogue(rng: random.Random, persona: _Persona, meta: Mapping[str, str],
     return messages
 
 
+# --- writing sessions with a language model ---------------------------------------------
+SUMMARY_LINES = 15  # earlier sessions a writer is reminded of (the most recent ones)
+MIN_MESSAGES, MAX_MESSAGES = 2, 24  # a written dialogue's length, checked
+DEFAULT_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class WriterInput:
+    """One planned session, as plain data: what a session writer is asked to put in words."""
+
+    user_index: int
+    session_id: int
+    character: str  # the user's personality sketch (characters.jsonl)
+    context: dict[str, str]  # the session's context (SessionMeta as plain strings)
+    settings: dict[str, dict[str, Any]]  # device -> field -> value the user must end up asking for
+    routine: int | None  # index of the routine behind the session; None = spontaneous
+    summary: tuple[str, ...]  # one line per earlier session of this user, oldest first
+    n_messages: int  # the length the statistics ask for (the template dialogue's)
+    attempt: int = 1  # 1 = first try; later tries carry `feedback`
+    feedback: tuple[str, ...] = ()  # why the previous try was rejected
+    seed: int = 0  # for the writer's sampling: differs per sample seed, user, session and try
+
+
+@dataclass(frozen=True)
+class WriterOutput:
+    """What a writer made of a WriterInput: the dialogue, or why there is none."""
+
+    messages: tuple[tuple[str, str], ...] = ()  # (role, text) in order; roles as written
+    raw: str = ""  # the writer's text as it came (logged when the try is rejected)
+    error: str | None = None  # why no dialogue could be read from `raw`
+    info: dict[str, Any] = field(default_factory=dict)  # for the log: prompt sha256, tokens, seconds
+
+
+# A session writer; prompts.writer.RuntimeWriter is one.  It may raise HarnessError (an
+# unreachable endpoint, say), which stops the run: nothing is written.
+Writer = Callable[[WriterInput], WriterOutput]
+
+# How a user names each value of a closed-set field (regular expressions, whole words,
+# case-insensitive); broader than VALUE_WORDS, which only needs to cover the templates.
+_VALUE_PATTERNS: dict[tuple[str, str], dict[Any, str]] = {
+    ("tv", "input_source"): {"HDMI1": r"hdmi[\s-]?1", "HDMI2": r"hdmi[\s-]?2", "AV": r"av",
+                             "Netflix": r"netflix", "YouTube": r"youtube"},
+    ("ac", "mode"): {"cool": r"cool(?:ing)?", "heat": r"heat(?:ing)?", "auto": r"auto(?:matic)?"},
+    ("lights", "color"): {"warm": r"warm", "cool": r"cool", "neutral": r"neutral"},
+    ("lights", "mode"): {"static": r"static|steady", "dynamic": r"dynamic"},
+    ("speaker", "equalizer"): {"bass boost": r"bass[\s-]?boost(?:ed)?", "balanced": r"balanced",
+                               "treble boost": r"treble[\s-]?boost(?:ed)?"},
+    ("security", "armed"): {
+        True: r"arm(?:ed|ing)?|(?:alarm|security)(?: system)? on"
+              r"|(?:turn on|switch on|activate|enable|set) the (?:alarm|security)(?: system)?(?! volume)",
+        False: r"disarm(?:ed|ing)?|(?:alarm|security)(?: system)? off"
+               r"|(?:turn off|switch off|deactivate|disable) the (?:alarm|security)(?: system)?(?! volume)"},
+}
+# Words that make a clause about a device: its names, and values only it has.
+_DEVICE_WORDS = {
+    "tv": r"tv|telly|television|screen|netflix|youtube|hdmi\s?\d?|av",
+    "ac": r"ac|a/c|air[\s-]?con\w*|thermostat|heat(?:ing|er)?|climate|degrees?"
+          r"|(?:cool|warm|heat) (?:it|things|the (?:place|room|house|flat)) (?:down|up)",
+    "lights": r"lights?|lamps?|bulbs?|lighting",
+    "speaker": r"speakers?|music|playlist|equali[sz]er|eq|bass|treble|tunes",
+    "security": r"security|alarm|siren|arm(?:ed)?|disarm(?:ed)?",
+}
+# Words that name the device itself (not one of its values).
+_STRICT_DEVICE_WORDS = {
+    "tv": r"tv|telly|television|screen", "ac": r"ac|a/c|air[\s-]?con\w*|thermostat",
+    "lights": r"lights?|lamps?|bulbs?|lighting", "speaker": r"speakers?|music|equali[sz]er|eq",
+    "security": r"security|alarm|siren",
+}
+# Words naming a numeric field: (pattern, device it implies or None for the current device, field).
+_FIELD_WORDS: list[tuple[str, str | None, str]] = [
+    (r"degrees?|temperature|thermostat", "ac", "temperature"),
+    (r"fan(?:\s?speed)?", "ac", "fan_speed"),
+    (r"siren|alarm volume", "security", "alarm_volume"),
+    (r"volume|loud(?:er|ness)?|quiet(?:er)?|sound", None, "volume"),
+    (r"bright(?:ness|er)?|dim(?:mer)?|percent", None, "brightness"),
+]
+_NUMERIC_RANGES = {("ac", "temperature"): (16, 30), ("ac", "fan_speed"): (0, 3)}
+_NUMERIC = {(d, f) for d, fields in DEVICE_FIELDS.items() for f in fields if (d, f) not in _VALUE_PATTERNS}
+# A device's field when a number comes with the device and no field word ("lights to 40").
+_DEFAULT_FIELD = {"tv": "volume", "lights": "brightness", "speaker": "volume", "security": "alarm_volume"}
+_GENERIC = {("lights", "color"), ("ac", "mode")}  # fields whose values are everyday words
+_GENERIC_DEVICES = {"lights", "ac"}
+_ALL_VALUE_WORDS = [pattern for values in _VALUE_PATTERNS.values() for pattern in values.values()]
+_CLAUSE = re.compile(r"[.!?;:,]+|\s(?:and|then|but|plus)\s")
+_NEGATED = r"(?:\bnot|\bfrom|\binstead of|\brather than|\bno longer)\s+(?:the\s+|a\s+)?"
+# Numbers that are not settings: times of day, counts of things ("nine hours", "three episodes").
+_NOT_A_SETTING = re.compile(r"\b\d{1,2}(?::\d\d)?\s*(?:am|pm|o'clock)\b|\b\d{1,2}:\d\d\b|\b\d+\s+(?:hundred|thousand)\b"
+                            r"|\b\d+\s+(?!degrees\b|thanks\b)[a-z']{3,}s\b|\bhdmi[\s-]?\d\b")
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = re.compile(r"\b(?:(?:a|one) hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:"
+                           + "|".join(_UNITS[1:10]) + r"))?|" + "|".join(reversed(_UNITS)) + r")\b", re.IGNORECASE)
+
+
+def _word_number(words: str) -> str:
+    parts = words.lower().replace("-", " ").split()
+    if parts[-1] == "hundred":
+        return "100"
+    if parts[0] in _TENS:
+        return str(10 * (_TENS.index(parts[0]) + 2) + (_UNITS.index(parts[1]) if len(parts) > 1 else 0))
+    return str(_UNITS.index(parts[0]))
+
+
+def _in_digits(text: str) -> str:
+    """Lower case, numbers written as words in digits: "Twenty-two degrees" -> "22 degrees"."""
+    return _NUMBER_WORDS.sub(lambda m: _word_number(m.group(0)), text).lower()
+
+
+def _names(pattern: str, text: str) -> bool:
+    return re.search(rf"\b(?:{pattern})\b", text) is not None
+
+
+def _values_named(device: str, name: str, text: str) -> set[Any]:
+    """The values of a closed-set field a text names, leaving out negated ones ("not YouTube")."""
+    return {value for value, pattern in _VALUE_PATTERNS[(device, name)].items()
+            if re.search(rf"(?<!\w)(?:{pattern})\b", re.sub(_NEGATED + rf"\b(?:{pattern})\b", " ", text))}
+
+
+def _said(user_text: str, device: str, name: str, value: Any) -> bool:
+    if (device, name) in _VALUE_PATTERNS:
+        return value in _values_named(device, name, user_text)
+    return re.search(rf"(?<![\d.]){value}(?![\d])", user_text) is not None
+
+
+@dataclass
+class _Stated:
+    """What the user's turns say about each field."""
+
+    numbers: dict[tuple[str, str], int] = field(default_factory=dict)  # the last number given
+    # The values named in the last user turn that names any; `strict`: only turns that also
+    # name the device itself (to tell "my arm hurts" or "it's warm out" from a setting).
+    categories: dict[tuple[str, str], set[Any]] = field(default_factory=dict)
+    strict: dict[tuple[str, str], set[Any]] = field(default_factory=dict)
+
+
+def _stated(messages: Sequence[tuple[str, str]]) -> _Stated:
+    """What the user states, clause by clause.
+
+    A clause's device and field come from its words, else from the clause before in the
+    same turn, else from the assistant's question just before ("What temperature?" -> "22.").
+    A value shared by two fields ("cool") counts for the field of the clause's device.
+    """
+    out = _Stated()
+    device = name = None
+    for role, text in messages:
+        text = _in_digits(text)
+        if role != "user":
+            # Only a closing question sets the scene for the next turn, from its own words.
+            device = name = None
+            text = re.split(r"[.!]\s", text.rstrip())[-1] if text.rstrip().endswith("?") else ""
+        turn: dict[tuple[str, str], set[Any]] = {}
+        # "I meant cool, not auto": a negated value is no value, whichever clause it ends up in.
+        text = re.sub(_NEGATED + r"(?:\d+|" + "|".join(_ALL_VALUE_WORDS) + r")\b", " ", text)
+        turn_devices = {d for d, pattern in _STRICT_DEVICE_WORDS.items() if _names(pattern, text)}
+        for clause in _CLAUSE.split(text):
+            devices = [d for d, pattern in _DEVICE_WORDS.items() if _names(pattern, clause)]
+            if devices:
+                device, name = devices[0], None
+            for pattern, implied, f in _FIELD_WORDS:
+                d = implied or device
+                if _names(pattern, clause) and (d, f) in _NUMERIC and (implied is None or not devices or d in devices):
+                    device, name = d, f
+                    break
+            if role != "user":
+                continue
+            for (d, f) in _VALUE_PATTERNS:
+                # Everyday words ("warm", "cool", "auto") count for the lights' colour and the
+                # AC's mode only in a clause about that device, or in a turn naming it and not
+                # the other.
+                if (d, f) in _GENERIC and device != d and (device in _GENERIC_DEVICES or d not in turn_devices):
+                    continue
+                named = _values_named(d, f, clause)
+                if named:
+                    turn.setdefault((d, f), set()).update(named)
+            if device is None:
+                continue
+            clause = re.sub(_NEGATED + r"\d+", " ", _NOT_A_SETTING.sub(" ", clause))
+            for raw in re.findall(r"(?<![\w.])\d{1,3}(?![\w.]\d)", clause):
+                value = int(raw)
+                target = name or _DEFAULT_FIELD.get(device)
+                if device == "ac" and target is None:
+                    target = "temperature" if value >= 16 else "fan_speed"
+                low, high = _NUMERIC_RANGES.get((device, target), (0, 100))
+                if target is not None and (device, target) in _NUMERIC and low <= value <= high:
+                    out.numbers[(device, target)] = value
+        for key, values in turn.items():
+            out.categories[key] = values
+            if _names(_STRICT_DEVICE_WORDS[key[0]], text):
+                out.strict[key] = values
+        if role == "user":
+            device = name = None
+    return out
+
+
+def _spoken(value: Any) -> str:
+    return {True: "armed", False: "disarmed"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+
+
+def check_dialogue(messages: Sequence[tuple[str, str]], settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Why a written dialogue does not express its planned settings; [] when it does.
+
+    Checks: MIN_MESSAGES to MAX_MESSAGES non-empty messages, alternating user/assistant from
+    the user; every planned value said in the user's turns (numbers in digits or words,
+    categories by their words); for each planned field, the last value the user states (by
+    clause, for numbers; by turn, for categories) is the planned one; no value stated for a
+    field the plan does not set.  Deliberately simple patterns: a false alarm costs a rewrite.
+    """
+    reasons = []
+    if not MIN_MESSAGES <= len(messages) <= MAX_MESSAGES:
+        reasons.append(f"the dialogue has {len(messages)} messages; write between {MIN_MESSAGES} and {MAX_MESSAGES}")
+    for i, (role, text) in enumerate(messages):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            reasons.append(f"message {i + 1} is from {role!r} but should be from the {expected}: "
+                           "messages alternate user, assistant, user, ..., starting with the user")
+            break
+    empty = [i + 1 for i, (_, text) in enumerate(messages) if not text.strip()]
+    if empty:
+        reasons.append(f"messages {empty} are empty")
+    user_text = _in_digits(" \n ".join(text for role, text in messages if role == "user"))
+    stated = _stated(messages)
+    for device, values in settings.items():
+        for name, value in values.items():
+            where = f"{device}.{name}"
+            if not _said(user_text, device, name, value):
+                reasons.append(f"{where}: the user never says {_spoken(value)}")
+                continue
+            if (device, name) in _VALUE_PATTERNS:
+                last = stated.categories.get((device, name))
+                if last and value not in last:
+                    reasons.append(f"{where}: the user's last word on it is {' / '.join(sorted(map(_spoken, last)))}, "
+                                   f"but it must end as {_spoken(value)}")
+            elif stated.numbers.get((device, name), value) != value:
+                reasons.append(f"{where}: the user's last word on it is {stated.numbers[(device, name)]}, "
+                               f"but it must end as {value}")
+    planned = {(d, f) for d, values in settings.items() for f in values}
+    extra: dict[tuple[str, str], Any] = {key: v for key, v in stated.numbers.items() if key not in planned}
+    extra |= {key: " / ".join(sorted(map(_spoken, v))) for key, v in stated.strict.items() if key not in planned}
+    for (device, name), value in sorted(extra.items()):
+        reasons.append(f"{device}.{name}: the user asks for {_spoken(value)}, but this session sets no {device}.{name}")
+    return reasons
+
+
+def _summary_line(session_id: int, meta: Mapping[str, str], settings: Mapping[str, Mapping[str, Any]],
+                  messages: Sequence[Message]) -> str:
+    """One line about a session for the writer's running summary: context, settings, first words."""
+    asked = "; ".join(f"{device} " + ", ".join(_spoken(value) if isinstance(value, bool) else f"{name} {value}"
+                                               for name, value in values.items())
+                      for device, values in settings.items())
+    opening = next((m.text for m in messages if m.role == "user"), "")
+    opening = opening if len(opening) <= 60 else opening[:60].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+    return f"Session {session_id} [{', '.join(meta.values())}]: {asked or 'nothing set'}; began \"{opening}\""
+
+
+def write_session(writer: Writer, plan: WriterInput, retries: int = DEFAULT_RETRIES,
+                  ) -> tuple[tuple[tuple[str, str], ...] | None, dict[str, Any]]:
+    """Ask `writer` for the planned session until `check_dialogue` passes, 1 + retries tries at most.
+
+    Returns the dialogue (None if no try passed) and the session's log row: `outcome` "kept"
+    or "fallback", `attempts`, `reasons` (why the last try failed; [] when kept) and `tries`
+    (per try: its reasons, the writer's `info` and, when rejected, its `raw` text).
+    """
+    tries: list[dict[str, Any]] = []
+    feedback: tuple[str, ...] = ()
+    for attempt in range(1, retries + 2):
+        out = writer(replace(plan, attempt=attempt, feedback=feedback, seed=(plan.seed + attempt - 1) % 2**31))
+        reasons = [out.error] if out.error else check_dialogue(out.messages, plan.settings)
+        entry: dict[str, Any] = {"attempt": attempt, "reasons": reasons, **out.info}
+        entry.update(attempt=attempt, reasons=reasons)  # whatever the writer's info says
+        if reasons:
+            entry["raw"] = out.raw
+        tries.append(entry)
+        if not reasons:
+            break
+        feedback = tuple(reasons)
+    kept = not tries[-1]["reasons"]
+    row = {"user": plan.user_index, "session_id": plan.session_id, "routine": plan.routine,
+           "writer": getattr(writer, "name", type(writer).__name__),
+           "outcome": "kept" if kept else "fallback", "attempts": len(tries),
+           "reasons": [] if kept else tries[-1]["reasons"], "tries": tries}
+    return (tuple((role, text.strip()) for role, text in out.messages) if kept else None), row
+
+
 # --- users ------------------------------------------------------------------------------
-def _user(index: int, n_sessions: int, seed: int) -> tuple[User, list[dict[str, Any]]]:
+def _user(index: int, n_sessions: int, seed: int, writer: Writer | None = None, retries: int = DEFAULT_RETRIES,
+          log: list[dict[str, Any]] | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+          ) -> tuple[User, list[dict[str, Any]]]:
     rng = random.Random(f"edgewise-synth:{seed}:{index}")
     persona = _persona(rng)
     triggers = _routine_triggers(rng, _pick(rng, ROUTINES_PER_USER))
@@ -558,6 +854,7 @@ def _user(index: int, n_sessions: int, seed: int) -> tuple[User, list[dict[str, 
     rng.shuffle(drivers)
     driven = dict(zip(sorted(rng.sample(range(n_sessions), n_driven)), drivers))
     sessions, labels = [], []
+    summary: list[str] = []  # the writer's running summary: one line per earlier session
     for session_id in range(n_sessions):
         routine = driven.get(session_id)
         if routine is None:
@@ -566,22 +863,46 @@ def _user(index: int, n_sessions: int, seed: int) -> tuple[User, list[dict[str, 
         else:
             meta = _sample_context(rng, fixed=triggers[routine], avoid=triggers[:routine] + triggers[routine + 1:])
             settings = actions[routine]
-        sessions.append(Session(session_id=session_id, meta=SessionMeta(**meta),
-                                messages=_dialogue(rng, persona, meta, settings),
+        # Drawn even when a writer writes the session: it keeps the random stream (and so every
+        # plan) the same with or without a writer, and it is the fallback.
+        messages = _dialogue(rng, persona, meta, settings)
+        if writer is not None:
+            plan = WriterInput(
+                user_index=index, session_id=session_id, character=persona.character, context=dict(meta),
+                settings=json.loads(json.dumps(settings)), routine=routine, summary=tuple(summary[-SUMMARY_LINES:]),
+                n_messages=len(messages),
+                seed=random.Random(f"edgewise-writer:{seed}:{index}:{session_id}").getrandbits(31))
+            written, row = write_session(writer, plan, retries)
+            if written is not None:
+                messages = [Message(role=role, text=text) for role, text in written]
+            summary.append(_summary_line(session_id, meta, settings, messages))
+            if log is not None:
+                log.append(row)
+            if progress is not None:
+                progress(row)
+        sessions.append(Session(session_id=session_id, meta=SessionMeta(**meta), messages=messages,
                                 applied_routines=[] if routine is None else [routine]))
         labels.append({"session_id": session_id, "routine": routine, "settings": settings})
     return User(index=index, character=persona.character, routines=routines, sessions=sessions), labels
 
 
-def generate_sample(n_users: int, n_sessions: int, seed: int) -> tuple[list[User], list[list[dict[str, Any]]]]:
+def generate_sample(n_users: int, n_sessions: int, seed: int, *, writer: Writer | None = None,
+                    retries: int = DEFAULT_RETRIES, log: list[dict[str, Any]] | None = None,
+                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    ) -> tuple[list[User], list[list[dict[str, Any]]]]:
     """Users plus, per user and session, `{"session_id", "routine", "settings"}` labels.
 
     `routine` is the index of the routine that drove the session or None; `settings` holds
-    the final values the user asked for, as `{device: {field: value}}`.
+    the final values the user asked for, as `{device: {field: value}}`.  With a `writer`,
+    each dialogue is written by it (see `write_session`; a session it fails keeps its template
+    dialogue), one row per session is appended to `log` and handed to `progress`.  Users, routines, contexts and
+    labels are the same with or without a writer.
     """
     if n_users < 0 or n_sessions < 0:
         raise HarnessError(f"A sample needs n_users >= 0 and n_sessions >= 0 (got {n_users} and {n_sessions}).")
-    pairs = [_user(i, n_sessions, seed) for i in range(n_users)]
+    if retries < 0:
+        raise HarnessError(f"retries={retries} must be 0 or more.")
+    pairs = [_user(i, n_sessions, seed, writer, retries, log, progress) for i in range(n_users)]
     return [user for user, _ in pairs], [labels for _, labels in pairs]
 
 
@@ -590,17 +911,25 @@ def generate_users(n_users: int, n_sessions: int, seed: int) -> list[User]:
     return generate_sample(n_users, n_sessions, seed)[0]
 
 
-def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int, seed: int) -> Path:
+def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int, seed: int, *,
+                 writer: Writer | None = None, retries: int = DEFAULT_RETRIES,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Write a sample (the three dataset files plus session_labels.jsonl) to out_dir.
+
+    With a `writer`, also writer_log.jsonl: one row per session (see `write_session`), in
+    the order of the sessions; `progress` is called with each row as it is made.
 
     The files are written to a temporary folder next to out_dir, which then takes its place,
     so an interrupted run never leaves a folder that looks complete.  An existing out_dir is
     replaced only if it holds nothing but these files.
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(p.name not in OUTPUT_FILES for p in out.iterdir())):
+    known = (*OUTPUT_FILES, WRITER_LOG_FILE)
+    if out.exists() and (not out.is_dir() or any(p.name not in known for p in out.iterdir())):
         raise HarnessError(f"'{out}' exists and holds other things than a sample; pass a new or empty folder to --out.")
-    users, labels = generate_sample(n_users, n_sessions, seed)
+    log: list[dict[str, Any]] = []
+    users, labels = generate_sample(n_users, n_sessions, seed, writer=writer, retries=retries, log=log,
+                                    progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -608,6 +937,10 @@ def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int,
         with (tmp / LABELS_FILE).open("w", encoding="utf-8") as handle:
             for user_labels in labels:
                 handle.write(json.dumps({"labels": user_labels}, ensure_ascii=False) + "\n")
+        if writer is not None:
+            with (tmp / WRITER_LOG_FILE).open("w", encoding="utf-8") as handle:
+                for row in log:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; a sample is for everyone to read
         if out.exists():
             old = tmp.with_name(tmp.name + ".old")
@@ -629,8 +962,50 @@ def _count(text: str) -> int:
     return value
 
 
+def _retries(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+WRITERS = ("templates", "openai", "llamacpp")
+
+
+def _make_writer(args: argparse.Namespace) -> Any:
+    """The runtime-backed writer the arguments ask for; None for the templates."""
+    only = {"--base-url": ("openai", args.base_url), "--model": ("openai", args.model),
+            "--schema-mode": ("openai", args.schema_mode), "--gguf": ("llamacpp", args.gguf),
+            "--chat-format": ("llamacpp", args.chat_format)}
+    for option, (kind, value) in only.items():
+        if value is not None and args.writer != kind:
+            raise HarnessError(f"{option} goes with --writer {kind}, not --writer {args.writer}.")
+    if args.writer == "templates":
+        for option, value in (("--temperature", args.temperature), ("--max-tokens", args.max_tokens)):
+            if value is not None:
+                raise HarnessError(f"{option} goes with a language-model writer (--writer openai or llamacpp), "
+                                   "not --writer templates.")
+        return None
+    # Imported here, and only here: eval imports no prompt and no runtime (DESIGN.md).
+    from prompts.writer import make_writer
+
+    return make_writer(args.writer, base_url=args.base_url, model=args.model, schema_mode=args.schema_mode,
+                       gguf=args.gguf, chat_format=args.chat_format, temperature=args.temperature,
+                       max_tokens=args.max_tokens)
+
+
+def _progress_line(n_users: int, n_sessions: int) -> Callable[[dict[str, Any]], None]:
+    def report(row: dict[str, Any]) -> None:
+        tries = f"{row['attempts']} tr{'y' if row['attempts'] == 1 else 'ies'}"
+        more = f", and {len(row['reasons']) - 1} more" if len(row["reasons"]) > 1 else ""
+        what = "written" if row["outcome"] == "kept" else f"templates instead ({row['reasons'][0]}{more})"
+        print(f"user {row['user'] + 1}/{n_users}, session {row['session_id'] + 1}/{n_sessions}: "
+              f"{what} after {tries}", file=sys.stderr, flush=True)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m eval synth --users N --sessions M --seed S --out DIR`: write a sample folder."""
+    """`python -m eval synth --users N --sessions M --seed S --out DIR [--writer ...]`: write a sample folder."""
     parser = argparse.ArgumentParser(
         prog="python -m eval synth",
         description="Write a synthetic EdgeWisePersona sample (characters, routines, sessions, session labels).",
@@ -639,14 +1014,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=_count, default=40, help="sessions per user (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     parser.add_argument("--out", default="data/sample", help="folder to write (default data/sample)")
+    writing = parser.add_argument_group(
+        "writing the dialogues with a language model",
+        "The plan (users, routines, contexts, settings, labels) is the same for every writer. A written "
+        "session is checked against its plan and rewritten with the reasons; one that never passes keeps "
+        f"its template dialogue. {WRITER_LOG_FILE} records every try.")
+    writing.add_argument("--writer", choices=WRITERS, default="templates",
+                         help="who writes the dialogues: the offline phrase templates (default), an "
+                              "OpenAI-compatible endpoint, or llama.cpp on a GGUF model")
+    writing.add_argument("--base-url", help="openai: the endpoint up to /v1 (default $OPENAI_BASE_URL, else "
+                                            "OpenAI's); the key comes from $OPENAI_API_KEY")
+    writing.add_argument("--model", help="openai: the model id (default: the server's only model)")
+    writing.add_argument("--schema-mode", choices=("json_schema", "json_object", "auto", "none"),
+                         help="openai: how the dialogue's JSON schema is sent (default auto; none = ask in words only)")
+    writing.add_argument("--gguf", help="llamacpp: the GGUF model (default: the packaged Gemma 3 270M)")
+    writing.add_argument("--chat-format", help="llamacpp: a llama-cpp-python chat format such as gemma, for a "
+                                               "GGUF without its own chat template (default: the GGUF's template)")
+    writing.add_argument("--retries", type=_retries, default=DEFAULT_RETRIES,
+                         help=f"rewrites of a session that fails its check (default {DEFAULT_RETRIES})")
+    writing.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
+    writing.add_argument("--max-tokens", type=_count, help="tokens per written session (default 1200)")
     args = parser.parse_args(argv)
+    writer = None
     try:
-        path = write_sample(args.out, args.users, args.sessions, args.seed)
+        writer = _make_writer(args)
+        progress = _progress_line(args.users, args.sessions) if writer is not None else None
+        path = write_sample(args.out, args.users, args.sessions, args.seed, writer=writer, retries=args.retries,
+                            progress=progress)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if writer is not None:
+            writer.close()
+    files = [*OUTPUT_FILES, WRITER_LOG_FILE] if writer is not None else OUTPUT_FILES
     print(f"Wrote {args.users} users x {args.sessions} sessions (seed {args.seed}) to {path}: "
-          f"{', '.join(OUTPUT_FILES)}.")
+          f"{', '.join(files)}.")
     return 0
 
 
