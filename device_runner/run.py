@@ -86,7 +86,7 @@ def resolve_artifact(model: str, runtime: str, gguf: Path | None) -> Path:
         from runtimes.llamacpp import default_model_path
 
         return default_model_path()
-    fmt = {"llamacpp": "gguf"}.get(runtime, runtime)
+    fmt = {"llamacpp": "gguf", "onnxruntime": "onnx"}.get(runtime, runtime)  # runtime -> export format
     folder = ARTIFACTS / model / fmt
     found = sorted(folder.glob("*.gguf")) if fmt == "gguf" else ([folder] if folder.is_dir() else [])
     if not found:
@@ -178,9 +178,9 @@ def run_host(options: RunOptions) -> Path:
     return results.path
 
 
-def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any, loaded: tuple[Path, float] | None,
-              users: list[User], chosen: list[int], results: ResultsFile, device: dict[str, Any],
-              data_info: dict[str, Any], options: RunOptions, settings: GenerationSettings) -> None:
+def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any,
+              loaded: tuple[Path, float | None] | None, users: list[User], chosen: list[int],
+              results: ResultsFile, device: dict[str, Any], data_info: dict[str, Any], options: RunOptions, settings: GenerationSettings) -> None:
     strategy = get_strategy(strategy_name)
     case = case_id(model, runtime_name, strategy_name, device["name"])
     todo = [u for u in chosen if not results.is_done(case, u)]
@@ -198,13 +198,17 @@ def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any, l
     for user_index in todo:
         user, plan = users[user_index], plans[user_index]
         started = time.perf_counter()
-        completions = []
-        for request in plan.requests:
-            completion = runtime.generate([request])[0]
-            completions.append(completion)
-            progress.update(1)
-            if completion.timings.decode_tps:
-                progress.set_postfix_str(f"user {user_index}, decode {completion.timings.decode_tps:.0f} tok/s")
+        if getattr(runtime, "batched", False):  # a phone runs one user's requests in one invocation
+            completions = runtime.generate(plan.requests)
+            progress.update(len(plan.requests))
+        else:
+            completions = []
+            for request in plan.requests:
+                completion = runtime.generate([request])[0]
+                completions.append(completion)
+                progress.update(1)
+                if completion.timings.decode_tps:
+                    progress.set_postfix_str(f"user {user_index}, decode {completion.timings.decode_tps:.0f} tok/s")
         outcome: Outcome = strategy.finish(user, len(user.routines), plan, completions)
         wall_s = time.perf_counter() - started
         truth = [r.compact() for r in user.routines]
@@ -234,12 +238,23 @@ def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any, l
             "output": outcome.output,
             "parse_errors": outcome.parse_errors,
             "extra": outcome.extra,
-            "timings": aggregate_timings(completions, loaded[1] if loaded else None),
+            "timings": aggregate_timings(completions, _load_ms(loaded, completions)),
             "wall_s": round(wall_s, 3),
             "score": {k: user_score[k] for k in ("acc.routine_exact", "jaccard.flattened")},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(runtime.row_extra() if hasattr(runtime, "row_extra") else {}),  # phones: facts + thermal per case
         })
     progress.close()
+
+
+def _load_ms(loaded: tuple[Path, float | None] | None, completions: list[Completion]) -> float | None:
+    """The host's one load, or (phones: a load per invocation) the median the engine reported."""
+    if not loaded:
+        return None
+    if loaded[1] is not None:
+        return loaded[1]
+    loads = [c.timings.load_ms for c in completions if c.timings.load_ms is not None]
+    return statistics.median(loads) if loads else None
 
 
 def _progress(total: int, label: str, enabled: bool) -> Any:

@@ -1,0 +1,119 @@
+#!/system/bin/sh
+# Run one case (one user's batch of requests) with llama.cpp's llama-completion and print
+# machine-readable results on stdout.  POSIX sh: runs under Android's mksh/toybox, busybox
+# ash and Linux sh alike.
+#
+#   run_llamacpp.sh --bin DIR --model FILE --case DIR [--threads N] [--ctx N] [--affinity HEXMASK]
+#
+# The case folder (made by device_runner/phone.py) holds requests.tsv, one line per request:
+#   ID <TAB> MAX_TOKENS <TAB> TEMPERATURE <TAB> SEED <TAB> GRAMMAR_FILE|- <TAB> PREFIX_FILE|-
+# and ID.prompt files.  A shared prefix is evaluated once into PREFIX_FILE.cache
+# (--prompt-cache) and reused read-only by every request that names it.
+#
+# Output, one record per line (device_runner/engines.py parses it):
+#   EW_NOTE text                  something that could not be controlled or measured
+#   EW_BEGIN kind id              kind = prefix | request
+#   EW_LOG line                   llama.cpp's own perf and session lines (stderr)
+#   EW_RC n / EW_RSS_KB n / EW_WALL_MS n
+#   EW_TEXT base64                the generated text (several lines, concatenated)
+#   EW_END kind id
+set -u
+BIN=; MODEL=; CASE=; THREADS=; CTX=4096; AFFINITY=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --case) CASE=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --ctx) CTX=$2; shift 2 ;;
+        --affinity) AFFINITY=$2; shift 2 ;;
+        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
+    esac
+done
+EXE=$BIN/llama-completion
+[ -x "$EXE" ] || { echo "EW_ERROR no llama-completion in $BIN (android/build.sh builds it)"; exit 3; }
+[ -r "$MODEL" ] || { echo "EW_ERROR model $MODEL is not readable"; exit 3; }
+[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+OUT=$CASE/out
+mkdir -p "$OUT"
+
+# Wall time per request only where date has %N (toybox, GNU); busybox's date has whole seconds,
+# and then the host uses llama.cpp's own total time instead.
+now_ms() {
+    t=$(date +%s%N 2>/dev/null)
+    case "$t" in
+        *N|'') echo - ;;
+        *) echo $(( t / 1000000 )) ;;
+    esac
+}
+
+# Peak RSS: VmHWM of the model process when /proc is there, else time -v (rusage maxrss).
+TIMEV=
+if [ ! -r /proc/self/status ]; then
+    for t in /system/bin/time /usr/bin/time /bin/time; do
+        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
+    done
+    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
+fi
+# BusyBox time (seen on 1.35) treats ru_maxrss, already in KiB, as pages: it prints 4x on 4 KiB pages.
+RSS_DIV=1
+if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+PIN=
+if [ -n "$AFFINITY" ]; then
+    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
+fi
+THREAD_ARGS=
+[ -n "$THREADS" ] && THREAD_ARGS="-t $THREADS"
+
+# run_one KIND ID PROMPT_FILE MAX_TOKENS TEMP SEED GRAMMAR CACHE_ARGS...
+run_one() {
+    kind=$1; id=$2; prompt=$3; ntok=$4; temp=$5; seed=$6; grammar=$7; shift 7
+    echo "EW_BEGIN $kind $id"
+    set -- "$@" -m "$MODEL" -f "$prompt" -n "$ntok" --temp "$temp" -s "$seed" -c "$CTX" -no-cnv --no-display-prompt
+    [ "$grammar" != "-" ] && set -- "$@" --grammar-file "$CASE/$grammar"
+    started=$(now_ms)
+    hwm=
+    if [ -n "$TIMEV" ]; then
+        # shellcheck disable=SC2086
+        $PIN "$TIMEV" -v "$EXE" $THREAD_ARGS "$@" </dev/null >"$OUT/$id.txt" 2>"$OUT/$id.log"
+        rc=$?
+        hwm=$(sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p; s/.*Max RSS: *\([0-9]*\).*/\1/p' "$OUT/$id.log" | tail -1)
+        [ -n "$hwm" ] && hwm=$((hwm / RSS_DIV))
+    else
+        # shellcheck disable=SC2086
+        $PIN "$EXE" $THREAD_ARGS "$@" </dev/null >"$OUT/$id.txt" 2>"$OUT/$id.log" &
+        pid=$!
+        while kill -0 "$pid" 2>/dev/null; do
+            h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
+            [ -n "$h" ] && hwm=$h
+            sleep 0.05
+        done
+        wait "$pid"
+        rc=$?
+    fi
+    ended=$(now_ms)
+    grep -E 'perf_print|session|error|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
+    echo "EW_RC $rc"
+    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
+    [ "$started" != - ] && [ "$ended" != - ] && echo "EW_WALL_MS $((ended - started))"
+    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
+    echo "EW_END $kind $id"
+}
+
+TAB=$(printf '\t')
+# Shared prefixes first, once each (evaluated into their .cache files).
+cut -f6 "$CASE/requests.tsv" | sort -u | while read -r prefix; do
+    [ "$prefix" = "-" ] || [ -z "$prefix" ] && continue
+    [ -s "$CASE/$prefix.cache" ] && continue
+    run_one prefix "$prefix" "$CASE/$prefix" 1 0 0 - --prompt-cache "$CASE/$prefix.cache"
+done
+while IFS="$TAB" read -r id ntok temp seed grammar prefix; do
+    [ -n "$id" ] || continue
+    if [ "$prefix" = "-" ]; then
+        run_one request "$id" "$CASE/$id.prompt" "$ntok" "$temp" "$seed" "$grammar"
+    else
+        run_one request "$id" "$CASE/$id.prompt" "$ntok" "$temp" "$seed" "$grammar" \
+            --prompt-cache "$CASE/$prefix.cache" --prompt-cache-ro
+    fi
+done <"$CASE/requests.tsv"
+echo "EW_DONE"

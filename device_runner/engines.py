@@ -1,0 +1,247 @@
+"""Parse what the on-device runners print into `runtimes.Timings`.
+
+- llama.cpp: the framed records of android/run_llamacpp.sh, with llama.cpp's own
+  `llama_perf_*` lines inside;
+- ExecuTorch: the `PyTorchObserver {json}` line of the llama runner;
+- MNN: llm_demo's prefill/decode counters and llm_bench's table;
+- onnxruntime-genai: model_benchmark's report.
+Rates follow DESIGN.md: decode tok/s counts the tokens after the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtimes.base import Timings
+
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+@dataclass
+class Record:
+    """One llama-completion run on the phone (a request, or a shared prefix evaluation)."""
+
+    kind: str
+    id: str
+    rc: int | None = None
+    rss_kb: int | None = None
+    wall_ms: float | None = None
+    text: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseOutput:
+    records: list[Record]
+    notes: list[str]
+    errors: list[str]
+    done: bool  # the script reached its end (EW_DONE)
+
+
+def parse_case_output(stdout: str) -> CaseOutput:
+    """The EW_* lines of android/run_*.sh."""
+    records: list[Record] = []
+    notes: list[str] = []
+    errors: list[str] = []
+    done = False
+    current: Record | None = None
+    text_parts: list[str] = []
+    for line in stdout.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "EW_BEGIN":
+            kind, _, rid = rest.partition(" ")
+            current, text_parts = Record(kind, rid), []
+        elif tag == "EW_END" and current is not None:
+            current.text = base64.b64decode("".join(text_parts)).decode("utf-8", "replace")
+            records.append(current)
+            current = None
+        elif current is not None and tag == "EW_LOG":
+            current.log.append(rest)
+        elif current is not None and tag == "EW_RC":
+            current.rc = int(rest)
+        elif current is not None and tag == "EW_RSS_KB" and rest.strip().isdigit():
+            current.rss_kb = int(rest)
+        elif current is not None and tag == "EW_WALL_MS":
+            current.wall_ms = float(rest)
+        elif current is not None and tag == "EW_TEXT":
+            text_parts.append(rest.strip())
+        elif tag == "EW_NOTE":
+            notes.append(rest)
+        elif tag == "EW_ERROR":
+            errors.append(rest)
+        elif tag == "EW_DONE":
+            done = True
+    return CaseOutput(records, notes, errors, done)
+
+
+def llamacpp_perf(lines: list[str]) -> dict[str, float]:
+    """llama.cpp's perf lines (`common_perf_print:` in the tools of 0.3.36, `llama_perf_*_print:` in
+    older ones), plus the
+    prompt-cache lines of llama-completion ("session file matches N / M tokens")."""
+    out: dict[str, float] = {}
+    for line in lines:
+        if m := re.search(r"load time =\s*" + _NUM + r" ms", line):
+            out["load_ms"] = float(m.group(1))
+        elif m := re.search(r"prompt eval time =\s*" + _NUM + r" ms /\s*(\d+) tokens", line):
+            out["prompt_eval_ms"], out["prompt_eval_tokens"] = float(m.group(1)), int(m.group(2))
+        elif m := re.search(r"\beval time =\s*" + _NUM + r" ms /\s*(\d+) runs", line):
+            out["eval_ms"], out["eval_runs"] = float(m.group(1)), int(m.group(2))
+        elif m := re.search(r"\bsampling time =\s*" + _NUM + r" ms(?: /\s*(\d+) runs)?", line):
+            out["sampling_ms"] = float(m.group(1))
+            if m.group(2):
+                out["sampling_runs"] = int(m.group(2))
+        elif m := re.search(r"total time =\s*" + _NUM + r" ms /\s*(\d+) tokens", line):
+            out["total_ms"], out["total_tokens"] = float(m.group(1)), int(m.group(2))
+        elif m := re.search(r"session file matches (\d+) / (\d+) tokens", line):
+            out["cached_tokens"], out["prompt_tokens"] = int(m.group(1)), int(m.group(2))
+        elif "session file has exact match" in line:
+            out["exact_match"] = 1
+    return out
+
+
+END_OF_TEXT = " [end of text]\n"
+
+
+def llamacpp_text(stdout_text: str) -> tuple[str, str]:
+    """llama-completion's stdout -> (generated text, finish reason).  It prints the text, then
+    " [end of text]" when the model (or grammar) ended it, then a blank line or two."""
+    text = stdout_text
+    while text.endswith("\n\n"):
+        text = text[:-1]
+    if text.endswith(END_OF_TEXT):
+        return text[: -len(END_OF_TEXT)], "stop"
+    return text.rstrip("\n") if text.endswith("\n\n") else text.removesuffix("\n"), "length"
+
+
+def llamacpp_timings(record: Record, prefix: Record | None = None) -> Timings:
+    """Timings of one request.  With a shared prefix, the prefix's own evaluation (done once per
+    case) is charged to the first request that used it, as the host runtime does."""
+    perf = llamacpp_perf(record.log)
+    evaluated = int(perf.get("prompt_eval_tokens", 0))
+    prompt_ms = perf.get("prompt_eval_ms", 0.0)
+    cached = int(perf.get("cached_tokens", 0))
+    if prefix is not None:
+        pre = llamacpp_perf(prefix.log)
+        evaluated += int(pre.get("prompt_eval_tokens", 0))
+        prompt_ms += pre.get("prompt_eval_ms", 0.0)
+    eval_runs = int(perf.get("eval_runs", 0))
+    sampling_runs = int(perf.get("sampling_runs", 0))
+    generated = max(sampling_runs, eval_runs + 1) if (sampling_runs or eval_runs) else 0
+    per_sample = perf.get("sampling_ms", 0.0) / sampling_runs if sampling_runs else 0.0
+    prompt_tokens = perf.get("prompt_tokens") or (cached + int(perf.get("prompt_eval_tokens", 0)))
+    return Timings(
+        load_ms=perf.get("load_ms"),
+        ttft_ms=round(prompt_ms + per_sample, 3) if "prompt_eval_ms" in perf else None,
+        prefill_tps=evaluated / prompt_ms * 1000 if prompt_ms and evaluated else None,
+        decode_tps=eval_runs / perf["eval_ms"] * 1000 if perf.get("eval_ms") and eval_runs else None,
+        prompt_tokens=int(prompt_tokens) if prompt_tokens else None,
+        prompt_tokens_evaluated=evaluated,
+        generated_tokens=generated,
+        peak_rss_mb=round(max(record.rss_kb, prefix.rss_kb if prefix and prefix.rss_kb else 0) / 1024, 1)
+        if record.rss_kb else None,
+        sampling_ms=perf.get("sampling_ms"),
+        total_ms=_total_ms(record, perf) + (_total_ms(prefix, llamacpp_perf(prefix.log)) if prefix else 0.0),
+    )
+
+
+def _total_ms(record: Record, perf: dict[str, float]) -> float:
+    """The runner's wall clock when it has milliseconds, else llama.cpp's load + total time."""
+    if record.wall_ms is not None:
+        return record.wall_ms
+    return perf.get("load_ms", 0.0) + perf.get("total_ms", 0.0)
+
+
+def executorch_timings(output: str) -> Timings:
+    """ExecuTorch's llama runner prints `PyTorchObserver {json}` with millisecond stamps."""
+    for line in reversed(output.splitlines()):
+        if "PyTorchObserver" in line:
+            stats = json.loads(line.split("PyTorchObserver", 1)[1].strip())
+            break
+    else:
+        raise ValueError("no 'PyTorchObserver {...}' line in the ExecuTorch runner's output")
+    scale = 1000 / float(stats.get("SCALING_FACTOR_UNITS_PER_SECOND", 1000))  # -> ms
+    t = {k: float(v) * scale for k, v in stats.items() if k.endswith("_ms")}
+    prompt, generated = int(stats.get("prompt_tokens", 0)), int(stats.get("generated_tokens", 0))
+    prefill_ms = t["prompt_eval_end_ms"] - t["inference_start_ms"]
+    decode_ms = t["inference_end_ms"] - t["first_token_ms"]
+    return Timings(
+        load_ms=t["model_load_end_ms"] - t["model_load_start_ms"],
+        ttft_ms=t["first_token_ms"] - t["inference_start_ms"],
+        prefill_tps=prompt / prefill_ms * 1000 if prefill_ms > 0 else None,
+        decode_tps=(generated - 1) / decode_ms * 1000 if decode_ms > 0 and generated > 1 else None,
+        prompt_tokens=prompt, prompt_tokens_evaluated=prompt, generated_tokens=generated,
+        sampling_ms=t.get("aggregate_sampling_time_ms"),
+        total_ms=t["inference_end_ms"] - t["inference_start_ms"],
+    )
+
+
+def mnn_timings(output: str) -> Timings:
+    """MNN llm_demo's summary ("prompt tokens num = N", "prefill time = S s", ...)."""
+    def grab(name: str) -> float | None:
+        m = re.search(re.escape(name) + r"\s*=\s*" + _NUM, output)
+        return float(m.group(1)) if m else None
+
+    prompt, decoded = grab("prompt tokens num"), grab("decode tokens num")
+    prefill_s, decode_s = grab("prefill time"), grab("decode time")
+    if prompt is None or prefill_s is None:
+        raise ValueError("no 'prompt tokens num' / 'prefill time' counters in MNN llm_demo's output")
+    load_s = grab("load time")
+    return Timings(
+        load_ms=load_s * 1000 if load_s is not None else None,
+        ttft_ms=prefill_s * 1000,
+        prefill_tps=grab("prefill speed") or (prompt / prefill_s if prefill_s else None),
+        # llm_demo counts decode tokens after the prefill produced the first one
+        decode_tps=grab("decode speed") or (decoded / decode_s if decode_s and decoded else None),
+        prompt_tokens=int(prompt), prompt_tokens_evaluated=int(prompt),
+        generated_tokens=int(decoded) + 1 if decoded is not None else None,
+        total_ms=((prefill_s or 0) + (decode_s or 0)) * 1000,
+    )
+
+
+def mnn_bench(output: str) -> dict[str, dict[str, float]]:
+    """MNN llm_bench's Markdown table: {"pp512": {"tps": 123.4, "sd": 1.2}, "tg128": {...}}."""
+    found: dict[str, dict[str, float]] = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for i, cell in enumerate(cells[:-1]):
+            if re.fullmatch(r"(pp|tg)\d+", cell) and (m := re.match(_NUM + r"(?:\s*±\s*" + _NUM + ")?", cells[i + 1])):
+                found[cell] = {"tps": float(m.group(1)), "sd": float(m.group(2) or 0)}
+    return found
+
+
+def ortgenai_timings(output: str) -> Timings:
+    """onnxruntime-genai's benchmark/c model_benchmark report (averages over its iterations)."""
+    def section(title: str) -> str:
+        m = re.search(re.escape(title) + r".*?:\n((?:[ \t]+.*\n?)+)", output)
+        return m.group(1) if m else ""
+
+    def value(block: str, key: str) -> float | None:
+        m = re.search(re.escape(key) + r"\s*" + _NUM, block)
+        return float(m.group(1)) if m else None
+
+    prompt_block = section("Prompt processing")
+    gen_block = section("Token generation")
+    if not prompt_block:
+        raise ValueError("no 'Prompt processing' section in model_benchmark's output")
+    m = re.search(r"prompt tokens:\s*(\d+),\s*tokens to generate:\s*(\d+)", output)
+    prompt, generate = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    ttft_us = value(prompt_block, "avg (us):")
+    rss = re.search(r"Peak working set size \(bytes\):\s*(\d+)", output)
+    e2e = value(section("E2E generation"), "avg (ms):")
+    return Timings(
+        ttft_ms=ttft_us / 1000 if ttft_us is not None else None,
+        prefill_tps=value(prompt_block, "avg (tokens/s):"),
+        decode_tps=value(gen_block, "avg (tokens/s):"),
+        prompt_tokens=prompt, prompt_tokens_evaluated=prompt, generated_tokens=generate,
+        sampling_ms=(value(section("Token sampling"), "avg (us):") or 0) / 1000 or None,
+        peak_rss_mb=round(int(rss.group(1)) / 2**20, 1) if rss else None,
+        total_ms=e2e,
+    )
+
+
+def timings_dict(t: Timings) -> dict[str, Any]:
+    return t.to_dict()
