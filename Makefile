@@ -120,6 +120,17 @@ export: $(VENV)/.core $(VENV)/.llamacpp
 export-plan: $(VENV)/.core
 	$(PY) -m export $(EXPORT_ARGS) --dry-run
 
+# Host runtime for the ONNX artifacts (runtimes/onnxruntime.py) in the core venv; no torch.
+ONNXRUNTIME_GENAI_VERSION := 0.15.2
+$(VENV)/.onnxruntime: $(VENV)/.core
+	$(PIP) install -q 'onnxruntime-genai==$(ONNXRUNTIME_GENAI_VERSION)' 'jinja2>=3.1'
+	@touch $@
+
+install-onnxruntime: $(VENV)/.onnxruntime
+
+.PHONY: install-onnxruntime
+# --- end export (issue 4) ---
+
 # --- device runner (issue 5) ---------------------------------------------------------------
 # `make android-host`: llama.cpp's tools (llama-completion) for this machine, built once from the
 # llama-cpp-python sdist's llama.cpp and cached in $(CACHE)/build keyed by version + flags; the

@@ -17,6 +17,9 @@ from .base import Completion, GenerationSettings, Request, Runtime, RuntimeInfo,
 REGISTRY: dict[str, tuple[str, str]] = {
     "llamacpp": ("runtimes.llamacpp:LlamaCppRuntime", "make install-llamacpp"),
     "openai": ("runtimes.openai:OpenAIRuntime", "pip install -e ."),
+    "executorch": ("runtimes.executorch:ExecuTorchRuntime", "the executorch toolchain env (make export FORMAT=executorch)"),
+    "mnn": ("runtimes.mnn:MnnRuntime", "the mnn toolchain env (make export FORMAT=mnn)"),
+    "onnxruntime": ("runtimes.onnxruntime:OnnxRuntimeGenaiRuntime", "make install-onnxruntime"),
 }
 
 

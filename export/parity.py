@@ -1,0 +1,158 @@
+"""Parity of an exported artifact with its source model (DESIGN.md, rule 6).
+
+Runs inside a toolchain env (needs torch + transformers).  The reference is the transformers
+model in float32; the candidate is the artifact run by its engine.  Both get the same token
+ids (from the checkpoint's tokenizer); whether the engine's own tokenizer agrees is measured
+too.  Prompts: a short one, a smart-home sentence, and one longer than the sliding window
+(Gemma 3), so the engine's hybrid cache is exercised.
+
+Two measures, recorded in the manifest under "parity":
+  - exact (float exports): next-token logits at every prompt position within a relative
+    tolerance (max |a - b| / max |a|) and the 16 greedy tokens after each prompt identical;
+  - quantized: top-1 agreement, the share of prompt positions where the artifact's argmax
+    equals the float model's, at least `min_top1`; greedy tokens are reported, not required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+GREEDY_TOKENS = 16
+EXACT_REL_TOL = {"f32": 5e-3, "f16": 2e-2, "bf16": 5e-2}
+
+PROMPTS = (
+    "The capital of France is",
+    "When it rains in the evening, the user closes the blinds and sets the TV volume to",
+)
+_LONG = ("On weekday mornings the thermostat goes to twenty two degrees, the kettle starts at six and the "
+         "kitchen lights come on at half brightness. In the evening the living room lamps turn warm white, the "
+         "blinds close when it rains and the TV volume stays at fifteen during the news. ")
+
+
+class Candidate(Protocol):
+    def logits(self, ids: list[int]) -> Any:
+        """Next-token logits at every position of `ids`, a [len(ids), vocab] float array."""
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        """The n greedy tokens after `ids` (no stopping at end of text)."""
+
+    def tokenize(self, text: str) -> list[int] | None:
+        """The engine's own token ids for `text` (with BOS as the model adds it), or None if it has no tokenizer."""
+
+
+@dataclass
+class Prompt:
+    name: str
+    text: str
+    ids: list[int]
+
+
+class Reference:
+    """The source checkpoint in transformers, float32, with its logits and greedy tokens cached."""
+
+    def __init__(self, checkpoint: Path, max_tokens: int = 1024) -> None:
+        import torch
+        import transformers as tf
+
+        torch.manual_seed(0)
+        self.torch = torch
+        self.tokenizer = tf.AutoTokenizer.from_pretrained(checkpoint)
+        self.model = tf.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        config = self.model.config
+        self.window = int(getattr(config, "sliding_window", None) or 0)
+        limit = min(int(getattr(config, "max_position_embeddings", 2048)), max_tokens) - GREEDY_TOKENS - 8
+        texts = [("short", PROMPTS[0]), ("sentence", PROMPTS[1])]
+        long_len = min(max(64, self.window + 32), limit)
+        long_text = _LONG
+        while len(self._encode(long_text)) < long_len:
+            long_text += _LONG
+        ids = self._encode(long_text)[:long_len]
+        self.prompts = [Prompt(name, text, self._encode(text)) for name, text in texts]
+        self.prompts.append(Prompt(f"long ({long_len} tokens, window {self.window})", self.tokenizer.decode(
+            ids, skip_special_tokens=True), ids))
+        self._logits: dict[int, Any] = {}
+        self._greedy: dict[int, list[int]] = {}
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def logits(self, i: int) -> Any:
+        if i not in self._logits:
+            with self.torch.no_grad():
+                out = self.model(self.torch.tensor([self.prompts[i].ids]))
+            self._logits[i] = out.logits[0].float().numpy()
+        return self._logits[i]
+
+    def greedy(self, i: int, n: int = GREEDY_TOKENS) -> list[int]:
+        if i not in self._greedy:
+            torch = self.torch
+            with torch.no_grad():
+                out = self.model(torch.tensor([self.prompts[i].ids]), use_cache=True)
+                tokens: list[int] = []
+                for _ in range(n):
+                    token = int(out.logits[0, -1].argmax())
+                    tokens.append(token)
+                    if len(tokens) == n:
+                        break
+                    out = self.model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+            self._greedy[i] = tokens
+        return self._greedy[i]
+
+
+def check(reference: Reference, candidate: Candidate, *, exact: bool, rel_tol: float = EXACT_REL_TOL["f32"],
+          min_top1: float = 0.9) -> dict[str, Any]:
+    """Compare `candidate` with `reference` on the fixed prompts; the figures plus "passed"."""
+    import numpy as np
+
+    rows = []
+    agree = total = 0
+    worst_rel = worst_abs = 0.0
+    greedy_ok = tokens_ok = True
+    for i, prompt in enumerate(reference.prompts):
+        ref = reference.logits(i)
+        got = np.asarray(candidate.logits(prompt.ids), dtype=np.float32)
+        if got.shape[-1] > ref.shape[-1]:
+            got = got[:, : ref.shape[-1]]  # padded vocabularies (extra rows never chosen)
+        diff = float(np.abs(ref - got[: len(ref), : ref.shape[-1]]).max())
+        rel = diff / max(float(np.abs(ref).max()), 1e-6)
+        same = int((ref.argmax(-1) == got.argmax(-1)).sum())
+        ref_greedy = reference.greedy(i)
+        got_greedy = [int(t) for t in candidate.greedy(prompt.ids, GREEDY_TOKENS)]
+        prefix = next((k for k, (a, b) in enumerate(zip(ref_greedy, got_greedy)) if a != b), len(ref_greedy))
+        engine_ids = candidate.tokenize(prompt.text) if prompt.name in ("short", "sentence") else None
+        tok_match = None if engine_ids is None else list(engine_ids) == prompt.ids
+        rows.append({
+            "prompt": prompt.name, "tokens": len(prompt.ids), "max_abs_diff": round(diff, 6),
+            "rel_diff": round(rel, 7), "top1_agreement": round(same / len(prompt.ids), 4),
+            "greedy_matching_prefix": prefix, "greedy_reference": ref_greedy, "greedy_artifact": got_greedy,
+            "tokenizer_match": tok_match,
+        })
+        agree += same
+        total += len(prompt.ids)
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, rel)
+        greedy_ok &= prefix == len(ref_greedy)
+        tokens_ok &= tok_match is not False
+    top1 = agree / total
+    if exact:
+        passed = worst_rel <= rel_tol and greedy_ok and tokens_ok
+        criterion = f"rel_diff <= {rel_tol} and {GREEDY_TOKENS} greedy tokens identical on every prompt"
+    else:
+        passed = top1 >= min_top1 and tokens_ok
+        criterion = f"top1_agreement >= {min_top1}"
+    return {
+        "passed": bool(passed), "mode": "exact" if exact else "quantized", "criterion": criterion,
+        "top1_agreement": round(top1, 4), "positions": total, "max_abs_diff": round(worst_abs, 6),
+        "rel_diff": round(worst_rel, 7), "greedy_identical": bool(greedy_ok), "tokenizer_match": bool(tokens_ok),
+        "sliding_window": reference.window, "prompts": rows,
+    }
+
+
+def summary(result: dict[str, Any]) -> str:
+    """One line for the console."""
+    verdict = "passed" if result["passed"] else "FAILED"
+    return (f"parity {verdict} ({result['mode']}): top-1 agreement {result['top1_agreement']:.1%} over "
+            f"{result['positions']} positions, max |dlogit| {result['max_abs_diff']:.3g} "
+            f"(rel {result['rel_diff']:.2g}), greedy identical: {result['greedy_identical']}; {result['criterion']}")

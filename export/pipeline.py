@@ -1,0 +1,245 @@
+"""`make export MODEL=... FORMAT=...`: recipe -> source checkpoint -> toolchain worker -> verified artifact.
+
+The core venv runs this driver (no torch); each format's worker runs in its own toolchain
+env (export/env.py).  The artifact is written into a hidden temporary folder beside its
+final place, gets its manifest.json last, and is renamed into place only when the worker
+succeeded and parity passed: a failed export leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from eval.errors import HarnessError, unknown_name
+
+from . import sources
+from .env import ROOT, env_dir, env_ready, requirements_file
+from .manifest import Manifest, file_entries, write_manifest
+from .recipes import Recipe, get_recipe
+
+ARTIFACTS = ROOT / "artifacts"
+
+# format -> "module:Class"; imported lazily (rule 1).
+EXPORTERS: dict[str, str] = {
+    "gguf": "export.gguf:GgufExporter",
+    "onnx": "export.onnx:OnnxExporter",
+    "executorch": "export.executorch:ExecuTorchExporter",
+    "mnn": "export.mnn:MnnExporter",
+}
+ALL = ("gguf", "onnx", "executorch", "mnn")
+
+
+class Exporter(Protocol):
+    format: str
+    env: str  # the toolchain env its worker runs in
+
+    def variant(self, options: dict[str, Any]) -> str:
+        """The artifact's variant name (quantization / precision) from the recipe's options."""
+
+    def plan(self, options: dict[str, Any]) -> list[str]:
+        """Human-readable steps, for --dry-run."""
+
+    def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
+        """Arguments of `python ...` in the toolchain env; the worker writes the result JSON."""
+
+
+def get_exporter(fmt: str) -> Exporter:
+    if fmt not in EXPORTERS:
+        raise unknown_name("format", fmt, [*EXPORTERS, "all"])
+    module_name, class_name = EXPORTERS[fmt].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise HarnessError(f"The {fmt} exporter is not written yet ({module_name}); available now: gguf.") from exc
+        raise
+    return getattr(module, class_name)()
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    format: str
+    variant: str
+    options: dict[str, Any]
+    out: Path
+    steps: list[str]
+
+
+def artifact_dir(recipe: Recipe, fmt: str, variant: str, root: Path = ARTIFACTS) -> Path:
+    """artifacts/<model>/<format> for the recipe's default variant, <format>-<variant> for others."""
+    default = get_exporter(fmt).variant(recipe.format_options(fmt))
+    name = fmt if variant == default else f"{fmt}-{variant.lower()}"
+    return root / recipe.key / name
+
+
+def make_plans(model: str, formats: list[str], variant: str | None = None, root: Path = ARTIFACTS,
+               skip_refused: bool = False) -> list[Plan]:
+    """One plan per format.  A format whose preflight refuses (absent SDK, known-bad converter)
+    fails the whole call, unless `skip_refused` (FORMAT=all), which skips it with a note."""
+    recipe = get_recipe(model)
+    plans = []
+    for fmt in formats:
+        exporter = get_exporter(fmt)
+        options = recipe.format_options(fmt)
+        if variant:
+            options = {**options, **_variant_option(fmt, variant)}
+        name = exporter.variant(options)
+        preflight = getattr(exporter, "preflight", None)
+        if preflight is not None:  # e.g. a vendor SDK that is absent: say so before any work
+            try:
+                preflight(options, recipe)
+            except HarnessError as exc:
+                if not skip_refused:
+                    raise
+                print(f"note: skipping {fmt}: {exc}", file=sys.stderr)
+                continue
+        plans.append(Plan(recipe, fmt, name, options, artifact_dir(recipe, fmt, name, root), exporter.plan(options)))
+    return plans
+
+
+def _variant_option(fmt: str, variant: str) -> dict[str, Any]:
+    if fmt == "executorch" and variant.split("-")[0] in ("xnnpack", "mediatek", "qnn"):
+        backend, _, qlinear = variant.partition("-")
+        return {"backend": backend, **({"qlinear": qlinear} if qlinear else {})}
+    if fmt == "onnx" and "-" in variant:  # e.g. int4-xnnpack, int4-qnn
+        precision, _, ep = variant.partition("-")
+        return {"precision": precision, "execution_provider": ep}
+    key = {"gguf": "quantization", "onnx": "precision", "executorch": "qlinear", "mnn": "quant_bit"}[fmt]
+    return {key: int(variant) if key == "quant_bit" else variant}
+
+
+def parse_formats(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if names == ["all"]:
+        written = [fmt for fmt in ALL if importlib.util.find_spec(EXPORTERS[fmt].split(":")[0]) is not None]
+        missing = [fmt for fmt in ALL if fmt not in written]
+        if missing:
+            print(f"note: FORMAT=all covers {', '.join(written)}; no exporter yet for {', '.join(missing)}.",
+                  file=sys.stderr)
+        return written
+    for name in names:
+        if name not in EXPORTERS:
+            raise unknown_name("format", name, [*EXPORTERS, "all"])
+    return names
+
+
+def print_plan(plans: list[Plan], source: Path | None, out=None) -> None:
+    out = out or sys.stdout
+    recipe = plans[0].recipe
+    print(f"Export plan for {recipe.key} ({recipe.architecture})", file=out)
+    print(f"  checkpoint: {sources.describe(recipe, source)}", file=out)
+    for plan in plans:
+        env = env_dir(plan.format)
+        state = "ready" if env_ready(plan.format) else "created on first use"
+        print(f"  {plan.format} [{plan.variant}] -> {plan.out}", file=out)
+        print(f"    toolchain env: {env} ({state}, from {requirements_file(plan.format).relative_to(ROOT)})", file=out)
+        for step in plan.steps:
+            print(f"    - {step}", file=out)
+
+
+def run_plan(plan: Plan, source: sources.Source) -> Path:
+    """Run one format's export into plan.out; returns the artifact folder."""
+    from .env import run_in_env
+
+    exporter = get_exporter(plan.format)
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.partial-", dir=plan.out.parent))
+    result_file = tmp.parent / f"{tmp.name}.result.json"
+    started = time.monotonic()
+    try:
+        args = exporter.worker_args(source.path, tmp, result_file, plan.options, plan.recipe.key)
+        print(f"Exporting {plan.recipe.key} to {plan.format} [{plan.variant}] from {source.checkpoint}", flush=True)
+        try:
+            run_in_env(exporter.env, args, what=f"The {plan.format} export of {plan.recipe.key}")
+        except HarnessError:
+            parity = _read(result_file).get("parity")
+            if parity and not parity.get("passed"):
+                raise HarnessError(
+                    f"The {plan.format} export of {plan.recipe.key} failed its parity check against the source "
+                    f"model ({_figures(parity)}); nothing was kept. See the figures above, and "
+                    "export/parity.py for the criteria."
+                ) from None
+            raise
+        result = _read(result_file)
+        seconds = time.monotonic() - started
+        manifest = Manifest(
+            model=plan.recipe.key, format=plan.format, variant=plan.variant, files=file_entries(tmp),
+            tools=result.get("tools", {}), export_seconds=round(seconds, 2),
+            peak_rss_mb=round(float(result.get("peak_rss_mb") or 0.0), 1), parity=result["parity"],
+            source={"kind": source.kind, "checkpoint": source.checkpoint, "revision": source.revision,
+                    "path": str(source.path)},
+            recipe=_recipe_dict(plan.recipe), recipe_sha256=plan.recipe.sha256(),
+            quantization=result.get("quantization", {}), details=result.get("details", {}),
+            created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        write_manifest(tmp, manifest)
+        os.chmod(tmp, 0o755)
+        _swap_into_place(tmp, plan.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        result_file.unlink(missing_ok=True)
+    return plan.out
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace `final` by `tmp`; an old artifact is moved aside first and deleted after."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(recipe)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _figures(parity: dict[str, Any]) -> str:
+    keys = ("top1_agreement", "max_abs_diff", "rel_diff", "greedy_identical", "tokenizer_match", "criterion")
+    return ", ".join(f"{k}={parity[k]}" for k in keys if k in parity)
+
+
+def export(model: str, formats: str = "all", source: Path | None = None, *, dry_run: bool = False,
+           variant: str | None = None, root: Path = ARTIFACTS) -> list[Path]:
+    """Export `model` to each of `formats`; returns the artifact folders written."""
+    plans = make_plans(model, parse_formats(formats), variant, root, skip_refused=formats.strip() == "all")
+    if not plans:
+        raise HarnessError(f"No format is left to export {model} to; see the notes above.")
+    if dry_run:
+        print_plan(plans, source)
+        return []
+    resolved = sources.resolve(plans[0].recipe, source)
+    written = []
+    for plan in plans:
+        out = run_plan(plan, resolved)
+        manifest = json.loads((out / "manifest.json").read_text())
+        size = sum(f["bytes"] for f in manifest["files"])
+        print(f"Wrote {out} ({size / 1e6:.1f} MB, {manifest['export_seconds']:.0f} s, "
+              f"parity passed: top-1 agreement {manifest['parity'].get('top1_agreement')})", flush=True)
+        written.append(out)
+    return written

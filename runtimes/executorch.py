@@ -1,0 +1,186 @@
+"""ExecuTorch on the host: runs the .pte of `make export FORMAT=executorch` (XNNPACK) through executorch's pybindings.
+
+The .pte made by optimum-executorch takes (input_ids [1, T], cache_position [T]) and keeps
+its KV cache inside the program, so a prompt is one multi-token call (a real prefill) and
+each decode step one call at the next position; writing from position 0 again starts a
+new sequence.  The kernels it uses (custom SDPA / KV cache, quantized embeddings) must be
+registered before loading, hence the two imports in `_import_executorch`.
+
+Tokens are chosen by runtimes/_decode.py (greedy / temperature, stop strings,
+`Request.choices`).  `Request.json_schema` raises HarnessError (not supported here).
+Needs executorch 1.5.1 (+ transformers for the tokenizer): the executorch toolchain env
+(export/requirements/executorch.txt) has both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.errors import HarnessError
+
+from ._decode import Engine, generate
+from .base import Completion, Request, RuntimeInfo
+
+INSTALL_HINT = "the executorch toolchain env (export/requirements/executorch.txt; `make export FORMAT=executorch` makes it)"
+
+
+def _import_executorch() -> Any:
+    try:
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (custom SDPA / KV-cache kernels)
+        import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels)
+    except ModuleNotFoundError as exc:
+        raise HarnessError(
+            f"The 'executorch' runtime needs the Python package '{exc.name}', which is not installed here. "
+            f"Run it in {INSTALL_HINT}."
+        ) from exc
+    return torch, portable_lib
+
+
+class PteModel:
+    """One .pte with its KV cache: prefill, step, and every position's logits (for parity)."""
+
+    def __init__(self, pte: Path, max_seq_len: int | None = None) -> None:
+        self.torch, portable_lib = _import_executorch()
+        self.module = portable_lib._load_for_executorch(str(pte))
+        methods = set(self.module.method_names())
+        self.max_seq_len = int(self.module.run_method("get_max_seq_len")[0]) if "get_max_seq_len" in methods \
+            else int(max_seq_len or 2048)
+        # A .pte exported with dynamic shapes takes many tokens per call, up to `chunk` (the upper
+        # bound of its input_ids; for Gemma 3's sliding-window cache it is at most the window).
+        self.chunk = int(self.module.method_meta("forward").input_tensor_meta(0).sizes()[-1])
+        self.parallel = self.chunk > 1
+
+    def _forward(self, ids: list[int], start: int) -> Any:
+        torch = self.torch
+        if start + len(ids) > self.max_seq_len:
+            raise HarnessError(f"The sequence needs {start + len(ids)} positions but the .pte was exported with "
+                               f"max_seq_len={self.max_seq_len}; export with a larger max_seq_len.")
+        out = self.module.forward((torch.tensor([ids], dtype=torch.long),
+                                   torch.arange(start, start + len(ids), dtype=torch.long)))[0]
+        return out.float().numpy()
+
+    def all_logits(self, ids: list[int]) -> Any:
+        """Logits at every position of `ids` (a new sequence), [len(ids), vocab]."""
+        import numpy as np
+
+        if self.parallel:
+            parts = [self._forward(ids[i:i + self.chunk], i) for i in range(0, len(ids), self.chunk)]
+            if all(p.ndim == 3 and p.shape[1] == min(self.chunk, len(ids) - k * self.chunk) for k, p in enumerate(parts)):
+                return np.concatenate([p[0] for p in parts])
+        # Only the last position's logits come back: one call per token (a fresh sequence from 0).
+        rows = []
+        for i, token in enumerate(ids):
+            out = self._forward([token], i)
+            rows.append(out.reshape(-1, out.shape[-1])[-1])
+        return np.stack(rows)
+
+    def prefill(self, ids: list[int]) -> Any:
+        """Start a new sequence; the logits of its last position."""
+        if self.parallel:
+            for i in range(0, len(ids), self.chunk):
+                out = self._forward(ids[i:i + self.chunk], i)
+            return out.reshape(-1, out.shape[-1])[-1]
+        out = None
+        for i, token in enumerate(ids):
+            out = self._forward([token], i)
+        return out.reshape(-1, out.shape[-1])[-1]
+
+    def step(self, token: int, position: int) -> Any:
+        out = self._forward([token], position)
+        return out.reshape(-1, out.shape[-1])[-1]
+
+
+class ExecuTorchRuntime:
+    """ExecuTorch (XNNPACK .pte) on the CPU."""
+
+    name = "executorch"
+
+    def __init__(self, n_threads: int | None = None) -> None:
+        torch, _ = _import_executorch()
+        if n_threads:
+            torch.set_num_threads(int(n_threads))
+        self.n_threads = n_threads
+        self._model: PteModel | None = None
+        self._load_ms: float | None = None
+
+    def load(self, artifact: str) -> None:
+        path = Path(artifact)
+        folder = path.parent if path.is_file() else path
+        pte = path if path.is_file() else folder / "model.pte"
+        if not pte.is_file():
+            raise HarnessError(f"No model.pte in {folder}. Run `make export MODEL=... FORMAT=executorch`.")
+        try:
+            import transformers
+        except ModuleNotFoundError as exc:
+            raise HarnessError(f"The 'executorch' runtime needs transformers for the tokenizer; run it in {INSTALL_HINT}.") from exc
+        start = time.perf_counter()
+        config = json.loads((folder / "pte_config.json").read_text()) if (folder / "pte_config.json").is_file() else {}
+        self._model = PteModel(pte, config.get("max_seq_len"))
+        self._tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        self._folder = folder
+        self._load_ms = (time.perf_counter() - start) * 1000.0
+        eos = self._tokenizer.eos_token_id
+        gen = folder / "generation_config.json"
+        if gen.is_file():
+            eos = json.loads(gen.read_text()).get("eos_token_id", eos)
+        self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+
+    def _engine(self) -> Engine:
+        model = self._model
+        position = {"next": 0}
+
+        def prefill(ids: list[int]) -> Any:
+            position["next"] = len(ids)
+            return model.prefill(ids)
+
+        def step(token: int) -> Any:
+            logits = model.step(token, position["next"])
+            position["next"] += 1
+            return logits
+
+        return Engine(prefill=prefill, step=step,
+                      encode=lambda text: list(self._tokenizer.encode(text, add_special_tokens=False)),
+                      decode=lambda ids: self._tokenizer.decode(list(ids), skip_special_tokens=True),
+                      eos=self._eos)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        if self._model is None:
+            raise HarnessError("Load a model first (runtime.load(path)).")
+        out = []
+        for request in requests:
+            if request.json_schema is not None:
+                raise HarnessError(
+                    "The 'executorch' runtime does not support JSON-schema constrained decoding yet. Use "
+                    "--runtime llamacpp for schema-constrained strategies, or a strategy that uses choices."
+                )
+            if request.prompt is not None:
+                ids = list(self._tokenizer(request.prompt)["input_ids"])
+            else:
+                encoded = self._tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True,
+                                                              tokenize=True)
+                if hasattr(encoded, "keys"):  # transformers 5 returns a BatchEncoding
+                    encoded = encoded["input_ids"]
+                ids = [int(t) for t in encoded]
+            settings = request.settings
+            room = self._model.max_seq_len - len(ids)
+            if room < 1:
+                raise HarnessError(f"The prompt has {len(ids)} tokens but the .pte holds {self._model.max_seq_len}; "
+                                   "export with a larger max_seq_len or shorten the prompt.")
+            if settings.max_tokens > room:
+                settings = type(settings)(max_tokens=room, temperature=settings.temperature, seed=settings.seed,
+                                          stop=settings.stop)
+            out.append(generate(self._engine(), ids, settings, request.choices, self._load_ms))
+        return out
+
+    def info(self) -> RuntimeInfo:
+        from importlib.metadata import version
+
+        return RuntimeInfo(self.name, version("executorch"), {"backend": "xnnpack"})
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,148 @@
+"""MNN on the host: runs the folder of `make export FORMAT=mnn` through MNN.llm (pymnn).
+
+Facts about MNN.llm's Python API (MNN 3.6.1) that shape this adapter:
+  - `Llm.forward(ids)` returns the logits of the last position as a view of MNN's output
+    buffer, which the next forward overwrites (copied here at once);
+  - the adapter chooses tokens itself (runtimes/_decode.py), which gives `Request.choices`;
+  - `Llm.generate(ids)` returns [] (not used);
+  - reading the context after invalid UTF-8 output can crash, so nothing here reads it.
+The import of MNN is guarded like the exporter's (export/mnn.py: block_telemetry), since
+pymnn's tools send usage telemetry.  `Request.json_schema` raises HarnessError.
+Needs MNN==3.6.1: the mnn toolchain env (export/requirements/mnn.txt) has it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.errors import HarnessError
+
+from ._decode import Engine, generate
+from .base import Completion, Request, RuntimeInfo
+
+INSTALL_HINT = "the mnn toolchain env (export/requirements/mnn.txt; `make export FORMAT=mnn` makes it)"
+
+
+def _import_mnn() -> Any:
+    from export.mnn import block_telemetry
+
+    block_telemetry()
+    try:
+        import MNN.llm as llm
+    except ModuleNotFoundError as exc:
+        raise HarnessError(f"The 'mnn' runtime needs the Python package '{exc.name}'; run it in {INSTALL_HINT}.") from exc
+    return llm
+
+
+class MnnModel:
+    """One MNN LLM folder: prefill / step with the KV cache, every position's logits, its tokenizer."""
+
+    def __init__(self, folder: Path, threads: int = 1) -> None:
+        import numpy as np
+
+        self.np = np
+        llm = _import_mnn()
+        config = folder / "config.json"
+        if not config.is_file():
+            raise HarnessError(f"{folder} has no config.json; run `make export MODEL=... FORMAT=mnn`.")
+        self.llm = llm.create(str(config))
+        self.llm.load()
+        # Greedy and high precision: the adapter picks tokens from the logits itself.
+        self.llm.set_config({"thread_num": threads, "precision": "high", "sampler_type": "greedy"})
+
+    def _logits(self, out: Any) -> Any:
+        # read() is a view of MNN's output buffer, which the next forward overwrites: copy it.
+        return self.np.array(out.read(), dtype=self.np.float32, copy=True).reshape(-1)
+
+    def prefill(self, ids: list[int]) -> Any:
+        self._sequence = [int(t) for t in ids]
+        self.llm.reset()
+        return self._logits(self.llm.forward(list(self._sequence)))
+
+    def step(self, token: int) -> Any:
+        self._sequence.append(int(token))
+        return self._logits(self.llm.forward([int(token)]))  # continues the KV cache
+
+    def all_logits(self, ids: list[int]) -> Any:
+        """Logits at every position: a reset, then one forward per token (only the last position comes back)."""
+        self.llm.reset()
+        self._sequence = []
+        rows = []
+        for token in ids:
+            self._sequence.append(int(token))
+            rows.append(self._logits(self.llm.forward([int(token)])))
+        return self.np.stack(rows)
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.llm.tokenizer_encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.llm.tokenizer_decode(int(t)) for t in ids)
+
+
+class MnnRuntime:
+    """MNN (CPU) through MNN.llm."""
+
+    name = "mnn"
+
+    def __init__(self, n_threads: int = 1) -> None:
+        _import_mnn()
+        self.n_threads = n_threads
+        self._model: MnnModel | None = None
+
+    def load(self, artifact: str) -> None:
+        folder = Path(artifact)
+        folder = folder.parent if folder.is_file() else folder
+        start = time.perf_counter()
+        self._model = MnnModel(folder, self.n_threads)
+        self._load_ms = (time.perf_counter() - start) * 1000.0
+        self._folder = folder
+        llm_config = json.loads((folder / "llm_config.json").read_text()) if (folder / "llm_config.json").is_file() else {}
+        self._jinja = llm_config.get("jinja", {})
+        eos_text = self._jinja.get("eos")
+        self._eos = set(self._model.tokenize(eos_text)[-1:]) if eos_text else set()
+
+    def _engine(self) -> Engine:
+        model = self._model
+        return Engine(prefill=model.prefill, step=model.step,
+                      encode=lambda text: [t for t in model.tokenize(text)], decode=model.decode, eos=self._eos)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        if self._model is None:
+            raise HarnessError("Load a model first (runtime.load(path)).")
+        out = []
+        for request in requests:
+            if request.json_schema is not None:
+                raise HarnessError("The 'mnn' runtime does not support JSON-schema constrained decoding yet. Use "
+                                   "--runtime llamacpp for schema-constrained strategies, or a strategy that uses choices.")
+            if request.prompt is not None:
+                text = request.prompt
+            else:
+                from .onnxruntime import render_chat
+
+                text = render_chat(self._folder, request.messages) if (self._folder / "tokenizer_config.json").is_file() \
+                    else self._render(request.messages)
+            ids = self._model.tokenize(text)
+            out.append(generate(self._engine(), ids, request.settings, request.choices, self._load_ms))
+        return out
+
+    def _render(self, messages: tuple[dict[str, str], ...]) -> str:
+        template = self._jinja.get("chat_template")
+        if not template:
+            raise HarnessError(f"The model {self._folder} has no chat template; send a raw prompt.")
+        import jinja2
+
+        return jinja2.Environment().from_string(template).render(
+            messages=list(messages), add_generation_prompt=True, bos_token=self._jinja.get("bos", ""),
+            eos_token=self._jinja.get("eos", ""))
+
+    def info(self) -> RuntimeInfo:
+        from importlib.metadata import version
+
+        return RuntimeInfo(self.name, version("MNN"), {"threads": self.n_threads})
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,169 @@
+"""ONNX Runtime GenAI on the host (`make install-onnxruntime`): runs the artifacts of `make export FORMAT=onnx`.
+
+The adapter drives onnxruntime-genai's Generator token by token (append_tokens / get_logits)
+and chooses tokens itself (runtimes/_decode.py), so `Request.choices` works the same as on
+the other engines.  `Request.json_schema` is not supported here: it raises HarnessError
+(use the llamacpp runtime, whose grammar sampler enforces the schema).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.errors import HarnessError
+
+from ._decode import Engine, generate
+from .base import Completion, Request, RuntimeInfo
+
+INSTALL_HINT = "make install-onnxruntime"
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    path = folder / "genai_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _tokenizer_config(folder: Path) -> dict[str, Any]:
+    path = folder / "tokenizer_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def encode_prompt(tokenizer: Any, folder: Path, text: str) -> list[int]:
+    """Token ids of a prompt as the model was trained to see them.
+
+    onnxruntime-genai's tokenizer does not add the BOS token that tokenizer_config.json asks
+    for (seen with SentencePiece Llama tokenizers), so it is added here when missing.
+    """
+    ids = [int(t) for t in tokenizer.encode(text)]
+    bos = _config(folder).get("model", {}).get("bos_token_id")
+    if isinstance(bos, list):
+        bos = bos[0] if bos else None
+    if bos is not None and _tokenizer_config(folder).get("add_bos_token", False) and (not ids or ids[0] != bos):
+        ids.insert(0, int(bos))
+    return ids
+
+
+def render_chat(folder: Path, messages: tuple[dict[str, str], ...]) -> str:
+    """The chat template of the artifact (chat_template.jinja or tokenizer_config.json) applied to messages."""
+    template = None
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text()
+    config = _tokenizer_config(folder)
+    template = template or config.get("chat_template")
+    if not template:
+        raise HarnessError(f"The model {folder} has no chat template; send a raw prompt (Request(prompt=...)).")
+    try:
+        import jinja2
+    except ModuleNotFoundError as exc:
+        raise HarnessError("Chat templates need jinja2 (`pip install jinja2`).") from exc
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message: str) -> None:
+        raise HarnessError(f"The model's chat template refused these messages: {message}")
+
+    env.globals["raise_exception"] = raise_exception
+
+    def token(name: str) -> str:
+        value = config.get(name) or ""
+        return value.get("content", "") if isinstance(value, dict) else value
+
+    return env.from_string(template).render(messages=list(messages), add_generation_prompt=True,
+                                            bos_token=token("bos_token"), eos_token=token("eos_token"))
+
+
+class OnnxRuntimeGenaiRuntime:
+    """onnxruntime-genai on the CPU.  Options: `execution_provider` ("cpu" only on a host)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, execution_provider: str = "cpu", n_threads: int | None = None) -> None:
+        try:
+            import numpy as np
+            import onnxruntime_genai as og
+        except ModuleNotFoundError as exc:
+            raise HarnessError(
+                f"The 'onnxruntime' runtime needs the Python package '{exc.name}', which is not installed. "
+                f"Install it with `{INSTALL_HINT}`."
+            ) from exc
+        self._og = og
+        self._np = np
+        self.execution_provider = execution_provider
+        self.n_threads = n_threads  # ORT's intra-op threads (None: its default)
+        self._model = None
+        self._folder: Path | None = None
+        self._load_ms: float | None = None
+
+    def load(self, artifact: str) -> None:
+        folder = Path(artifact)
+        if folder.is_file():
+            folder = folder.parent
+        if not (folder / "genai_config.json").is_file():
+            raise HarnessError(f"{folder} is not an onnxruntime-genai model folder (no genai_config.json). "
+                               "Run `make export MODEL=... FORMAT=onnx`.")
+        start = time.perf_counter()
+        config = self._og.Config(str(folder))
+        if self.execution_provider != "cpu":
+            config.clear_providers()
+            config.append_provider(self.execution_provider)
+        if self.n_threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": int(self.n_threads)}}}}))
+        self._model = self._og.Model(config)
+        self._tokenizer = self._og.Tokenizer(self._model)
+        self._folder = folder
+        self._load_ms = (time.perf_counter() - start) * 1000.0
+        model = _config(folder).get("model", {})
+        eos = model.get("eos_token_id", [])
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+        self._context = int(model.get("context_length") or 4096)
+
+    def _engine(self, max_length: int) -> Engine:
+        og, np = self._og, self._np
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(max_length=max_length, do_sample=False)
+        generator = og.Generator(self._model, params)
+
+        def prefill(ids: list[int]) -> Any:
+            generator.append_tokens(np.asarray(ids, dtype=np.int32))
+            return generator.get_logits()[0, -1]
+
+        def step(token: int) -> Any:
+            generator.append_tokens(np.asarray([token], dtype=np.int32))
+            return generator.get_logits()[0, -1]
+
+        return Engine(prefill=prefill, step=step,
+                      encode=lambda text: [int(t) for t in self._tokenizer.encode(text)],
+                      decode=lambda ids: self._tokenizer.decode(np.asarray(list(ids), dtype=np.int32)),
+                      eos=self._eos)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        if self._model is None:
+            raise HarnessError("Load a model first (runtime.load(path)).")
+        out = []
+        for request in requests:
+            if request.json_schema is not None:
+                raise HarnessError(
+                    "The 'onnxruntime' runtime does not support JSON-schema constrained decoding yet. "
+                    "Use --runtime llamacpp for schema-constrained strategies, or a strategy without a schema "
+                    "(incremental uses choices, which work here)."
+                )
+            text = request.prompt if request.prompt is not None else render_chat(self._folder, request.messages)
+            ids = encode_prompt(self._tokenizer, self._folder, text)
+            settings = request.settings
+            if len(ids) + 1 >= self._context:
+                raise HarnessError(f"The prompt has {len(ids)} tokens but the model's context holds {self._context}; "
+                                   "shorten the prompt.")
+            max_length = min(self._context, len(ids) + settings.max_tokens + 1)
+            out.append(generate(self._engine(max_length), ids, settings, request.choices, self._load_ms))
+        return out
+
+    def info(self) -> RuntimeInfo:
+        return RuntimeInfo(self.name, getattr(self._og, "__version__", "unknown"),
+                           {"execution_provider": self.execution_provider, "threads": self.n_threads})
+
+    def close(self) -> None:
+        self._model = None
+        self._tokenizer = None

@@ -1,0 +1,76 @@
+"""ONNX (onnxruntime-genai) export of a tiny checkpoint, parity, and the onnxruntime host runtime.
+
+The export runs the real path (cached onnx toolchain env, model builder, ORT format,
+parity through onnxruntime-genai).  The runtime checks run inside that same env, which has
+onnxruntime-genai, so the core venv needs nothing extra.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from export import env as export_env
+from export.__main__ import main
+from export.manifest import verify
+
+RUNTIME_CHECK = r'''
+import json, sys
+from runtimes import Request, get_runtime
+from runtimes.base import GenerationSettings
+from eval.errors import HarnessError
+rt = get_runtime("onnxruntime")
+rt.load(sys.argv[1])
+out = {}
+free = rt.generate([Request(prompt="When it rains", settings=GenerationSettings(max_tokens=6))])[0]
+out["free"] = [free.text, free.timings.generated_tokens, free.timings.prompt_tokens]
+choices = (" 12", " 15", " none", " 1")
+picked = rt.generate([Request(prompt="The TV volume is", choices=choices, settings=GenerationSettings(max_tokens=8))])
+out["choice"] = picked[0].text
+chat = rt.generate([Request(messages=({"role": "user", "content": "lights on"},), settings=GenerationSettings(max_tokens=4))])
+out["chat_prompt_tokens"] = chat[0].timings.prompt_tokens
+try:
+    rt.generate([Request(prompt="x", json_schema={"type": "object"})])
+    out["schema"] = "accepted"
+except HarnessError as exc:
+    out["schema"] = str(exc)
+out["info"] = rt.info().name
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_tiny_llama_onnx_export_parity_and_runtime(tmp_path):
+    assert main(["--model", "tiny-llama", "--format", "onnx", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "tiny-llama" / "onnx"
+    assert verify(folder) == []
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["variant"] == "fp32" and manifest["tools"]["onnxruntime-genai"] == "0.15.2"
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["mode"] == "exact" and parity["greedy_identical"] and parity["tokenizer_match"]
+    assert parity["rel_diff"] < 1e-3
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"model.onnx", "genai_config.json", "mobile/model.ort", "mobile/required_operators.config"} <= paths
+    usability = manifest["details"]["mobile_usability"]
+    assert usability["nnapi"] is False and "CPU EP" in usability["recommendation"]
+    assert manifest["details"]["nnapi_selectable_by_genai"] is False
+
+    python = export_env.ensure_env("onnx")
+    result = subprocess.run([str(python), "-c", RUNTIME_CHECK, str(folder)], capture_output=True, text=True,
+                            env=export_env.worker_env(), cwd=export_env.ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert out["free"][1] >= 1 and out["free"][2] > 2
+    assert out["choice"] in (" 12", " 15", " none", " 1")
+    assert out["chat_prompt_tokens"] > 3
+    assert "does not support JSON-schema" in out["schema"]
+    assert out["info"] == "onnxruntime"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-gemma3", "tiny-phi3"])
+def test_other_tiny_architectures_onnx(tmp_path, model):
+    assert main(["--model", model, "--format", "onnx", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / model / "onnx" / "manifest.json").read_text())
+    assert manifest["parity"]["passed"] and manifest["parity"]["greedy_identical"]
