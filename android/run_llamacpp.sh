@@ -38,13 +38,18 @@ OUT=$CASE/out
 mkdir -p "$OUT"
 
 # Wall time per request only where date has %N (toybox, GNU); busybox's date has whole seconds,
-# and then the host uses llama.cpp's own total time instead.
+# and then the host uses llama.cpp's own total time instead.  Milliseconds since the epoch stay
+# strings and are subtracted by awk: mksh (Android's sh) has 32-bit arithmetic, too small.
 now_ms() {
     t=$(date +%s%N 2>/dev/null)
     case "$t" in
         *N|'') echo - ;;
-        *) echo $(( t / 1000000 )) ;;
+        *) echo "${t%??????}" ;;
     esac
+}
+wall_ms() {
+    [ "$1" != - ] && [ "$2" != - ] && command -v awk >/dev/null 2>&1 \
+        && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
 }
 
 # Peak RSS: VmHWM of the model process when /proc is there, else time -v (rusage maxrss).
@@ -95,7 +100,7 @@ run_one() {
     grep -E 'perf_print|session|error|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
     echo "EW_RC $rc"
     [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
-    [ "$started" != - ] && [ "$ended" != - ] && echo "EW_WALL_MS $((ended - started))"
+    wall_ms "$started" "$ended"
     base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
     echo "EW_END $kind $id"
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runtimes.base import Timings
@@ -23,7 +23,7 @@ _NUM = r"([0-9]+(?:\.[0-9]+)?)"
 
 @dataclass
 class Record:
-    """One llama-completion run on the phone (a request, or a shared prefix evaluation)."""
+    """One runner invocation on the phone (a request, or llama.cpp's shared prefix evaluation)."""
 
     kind: str
     id: str
@@ -241,6 +241,67 @@ def ortgenai_timings(output: str) -> Timings:
         peak_rss_mb=round(int(rss.group(1)) / 2**20, 1) if rss else None,
         total_ms=e2e,
     )
+
+
+# ---- android/run_executorch.sh, run_mnn.sh, run_onnxruntime.sh: one record per request whose
+# EW_TEXT is the runner's whole stdout and whose EW_LOG lines are its stderr.
+
+_ET_LOG = re.compile(r"^[DIEWF] \d\d:\d\d:\d\d\.\d+ ")  # ExecuTorch's ET_LOG lines
+
+
+def executorch_text(stdout: str, prompt: str) -> str:
+    """llama_main's stdout -> the generated text: it echoes the prompt, streams the tokens, then
+    prints its report (the `PyTorchObserver {json}` line)."""
+    lines = stdout.split("\n")
+    cut = next((i for i, line in enumerate(lines) if line.startswith("PyTorchObserver")), len(lines))
+    text = "\n".join(line for line in lines[:cut] if not _ET_LOG.match(line))
+    echoed = prompt.rstrip("\n")  # the script passes the prompt as $(cat file): trailing newlines go
+    if text.startswith(echoed):
+        text = text[len(echoed):]
+    return text.removesuffix("\n")
+
+
+_MNN_SUMMARY = "\n#################################\n"
+
+
+def mnn_text(stdout: str) -> str:
+    """llm_demo's stdout -> the generated text: the stream between its `prompt file is ...` line
+    and the `####` line that opens its counters."""
+    start = stdout.find("prompt file is ")
+    start = stdout.find("\n", start) + 1 if start >= 0 else 0
+    end = stdout.find(_MNN_SUMMARY, start)
+    return stdout[start:end if end >= 0 else len(stdout)]
+
+
+def mnn_load_ms(stdout: str) -> float | None:
+    """llm_demo times its model load with MNN's AUTOTIME ("<func>, <line>, cost time: X ms"), the
+    first such line it prints."""
+    m = re.search(r"cost time: " + _NUM + r" ms", stdout)
+    return float(m.group(1)) if m else None
+
+
+def engine_completion(runtime: str, record: Record, prompt: str, max_tokens: int) -> tuple[str, str, Timings]:
+    """(text, finish reason, timings) of one request run by run_executorch.sh, run_mnn.sh or
+    run_onnxruntime.sh.  The engine's own report gives the timings; the script's peak RSS and wall
+    clock fill what the report lacks."""
+    stdout = record.text
+    report = stdout + "\n" + "\n".join(record.log)
+    if runtime == "executorch":
+        text, t = executorch_text(stdout, prompt), executorch_timings(report)
+    elif runtime == "mnn":
+        text, t = mnn_text(stdout), mnn_timings(report)
+        if t.load_ms is None:
+            t = replace(t, load_ms=mnn_load_ms(stdout))
+    elif runtime == "onnxruntime":
+        text, t = "", ortgenai_timings(report)  # model_benchmark prints no generated text
+    else:
+        raise ValueError(f"no on-device parser for runtime {runtime!r}")
+    if t.peak_rss_mb is None and record.rss_kb:
+        t = replace(t, peak_rss_mb=round(record.rss_kb / 1024, 1))
+    if record.wall_ms is not None:
+        t = replace(t, total_ms=record.wall_ms)
+    reason = "length" if (t.generated_tokens or 0) >= max_tokens else "stop"
+    return text, reason, t
 
 
 def timings_dict(t: Timings) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """Run the benchmark plan on phones over ADB: the same cases and rows as `--device host`.
 
-Per device: connect, read its facts, push the runner (android/), the model and, per user,
-one folder of prompts and grammars; run the user's requests in one invocation of
-android/run_llamacpp.sh (warm-up runs, then N measured repetitions), parse llama.cpp's own
-timings and hand `Completion`s to the strategy exactly as the host runner does.  Several
+Per device: connect, read its facts, push the runner (android/), the model (a GGUF file, or
+the artifact folder of the other formats) and, per user, one folder of prompts and grammars;
+run the user's requests in one invocation of android/run_<runtime>.sh (warm-up runs, then N
+measured repetitions), parse the engine's own timings (device_runner/engines.py) and hand
+`Completion`s to the strategy exactly as the host runner does.  Only llama.cpp applies
+constrained decoding on the phone (GBNF grammars); the ExecuTorch, MNN and onnxruntime-genai
+runner binaries have no grammar, so a request with choices or a JSON schema is refused for them
+with a sentence before anything is pushed.  Several
 phones run in parallel, one worker thread each, into one results file (writes serialised).
 A dropped link reconnects a bounded number of times and the interrupted user's batch runs
 again; rows are written only once a user is finished, so nothing is lost or doubled.
@@ -40,7 +44,23 @@ from .run import NO_MODEL, RunOptions, _run_case, aggregate_timings, case_id, lo
 
 ANDROID_DIR = PROJECT_ROOT / "android"
 LLAMACPP_VERSION = "0.3.36"  # the llama.cpp source android/build.sh compiles (llama-cpp-python's)
-PHONE_RUNTIMES = ("llamacpp",)  # the other engines: parsers in engines.py, runners still to wire
+PHONE_RUNTIMES = ("llamacpp", "executorch", "mnn", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Runner:
+    script: str  # in android/
+    binary: str  # in android/build/<abi>/bin (android/build.sh builds it)
+    engine: str  # for messages and runtime_version
+    build: str  # android/build.sh --only value
+
+
+RUNNERS = {
+    "llamacpp": Runner("run_llamacpp.sh", "llama-completion", f"llama.cpp {LLAMACPP_VERSION}", "llamacpp"),
+    "executorch": Runner("run_executorch.sh", "llama_main", "ExecuTorch", "executorch"),
+    "mnn": Runner("run_mnn.sh", "llm_demo", "MNN", "mnn"),
+    "onnxruntime": Runner("run_onnxruntime.sh", "model_benchmark", "onnxruntime-genai", "ortgenai"),
+}
 
 
 class DeviceStopped(HarnessError):
@@ -58,7 +78,7 @@ class PhoneOptions:
     thermal_poll_s: float = 5.0
     cooldown_s: float = 0.0  # pause after each case
     affinity: str | None = None  # taskset hex mask, e.g. "f0" for the big cores
-    runner_bin: Path | None = None  # host folder with llama-completion (default android/build/<abi>/bin)
+    runner_bin: Path | None = None  # host folder with the runner binaries (default android/build/<abi>/bin)
     stage_dir: str = PROJECT_DIR
     reconnect_tries: int = 3
     case_timeout_s: float = 3600.0
@@ -153,12 +173,35 @@ class Phone:
         return self.retrying(device_state, self.t)
 
 
-def runner_bin_for(abi: str | None, options: PhoneOptions) -> Path:
+def runner_bin_for(abi: str | None, options: PhoneOptions, runtime: str = "llamacpp") -> Path:
     folder = options.runner_bin or ANDROID_DIR / "build" / (abi or "arm64-v8a") / "bin"
-    if not (folder / "llama-completion").is_file():
-        raise HarnessError(f"No llama-completion for {abi} in {folder}. Build it: "
-                           f"ANDROID_NDK=/path/to/ndk android/build.sh --abi {abi} (or pass --runner-bin DIR).")
+    runner = RUNNERS[runtime]
+    if not (folder / runner.binary).is_file():
+        raise HarnessError(f"No {runner.binary} ({runner.engine}'s runner for --runtime {runtime}) for {abi} in "
+                           f"{folder}. Build it: ANDROID_NDK=/path/to/ndk android/build.sh --abi {abi} --only "
+                           f"{runner.build} (or pass --runner-bin DIR).")
     return folder
+
+
+def refuse_unsupported(runtime: str, requests: list[Request]) -> None:
+    """A sentence for a request the runtime's on-device runner cannot run as asked."""
+    if runtime == "llamacpp":
+        return
+    runner = RUNNERS[runtime]
+    for index, request in enumerate(requests):
+        if request.choices is not None or request.json_schema is not None:
+            kind = "a choice among fixed answers" if request.choices is not None else "a JSON schema"
+            raise HarnessError(
+                f"Request {index} needs constrained decoding ({kind}), which {runner.engine}'s on-device runner "
+                f"({runner.binary}) cannot apply: it has no grammar support. On phones, llama.cpp is the engine that "
+                f"supports constrained decoding: use --runtime llamacpp, or run --runtime {runtime} with --device host "
+                "(the host adapter constrains the output itself).")
+        if runtime == "mnn" and request.prompt is not None and ("\n" in request.prompt.rstrip("\n")
+                                                                or request.prompt.startswith("#")):
+            raise HarnessError(
+                f"Request {index} has a multi-line prompt (or one starting with '#'), which MNN's llm_demo cannot "
+                "take: it reads one prompt per line of its prompt file and skips lines starting with '#'. Use "
+                "--runtime llamacpp on phones, or --runtime mnn with --device host.")
 
 
 def _grammar(request: Request) -> str | None:
@@ -178,58 +221,105 @@ def _safe(name: str) -> str:
 
 
 class PhoneRuntime:
-    """llama.cpp on a phone, shaped like a runtimes.Runtime for device_runner.run._run_case:
-    `generate(requests)` runs one user's whole batch in one on-device invocation."""
+    """One engine on a phone, shaped like a runtimes.Runtime for device_runner.run._run_case:
+    `generate(requests)` runs one user's whole batch in one on-device invocation of
+    android/run_<runtime>.sh.  `artifact` is a GGUF file (llamacpp) or an artifact folder."""
 
     batched = True
 
-    def __init__(self, phone: Phone, facts: dict[str, Any], artifact: Path, n_ctx: int, threads: int | None) -> None:
+    def __init__(self, phone: Phone, facts: dict[str, Any], artifact: Path, n_ctx: int, threads: int | None,
+                 runtime: str = "llamacpp") -> None:
+        if runtime not in RUNNERS:
+            raise unknown_name("phone runtime", runtime, RUNNERS)
         self.phone = phone
         self.facts = facts
         self.artifact = artifact
         self.n_ctx = n_ctx
         self.threads = threads
+        self.runtime = runtime
+        self.runner = RUNNERS[runtime]
         self.options = phone.options
         base = self.options.stage_dir.rstrip("/")
         self.remote_model = f"{base}/models/{file_sha256(artifact)[:16]}/{_safe(artifact.name)}"
         self.remote_bin = f"{base}/bin/{_safe(str(facts.get('abi') or 'unknown'))}"
-        self.remote_script = f"{base}/scripts/run_llamacpp.sh"
+        self.remote_script = f"{base}/scripts/{self.runner.script}"
         self.cases_dir = f"{base}/cases/{_safe(phone.serial)}"
         self._vocab: Any = None
         self._extra: dict[str, Any] = {}
         self._bin_sha: str | None = None
+        self._local_bin: Path | None = None
+        self._staged = False
 
     # -- Runtime-like surface --
 
     def load(self, artifact: str | None = None) -> None:
-        local_bin = runner_bin_for(self.facts.get("abi"), self.options)
-        self._bin_sha = file_sha256(local_bin / "llama-completion")
+        """Check what is needed here; llama.cpp pushes at once, the other engines at their first
+        batch, after its requests passed refuse_unsupported (no large push for a refused case)."""
+        if self.runtime != "llamacpp" and not self.artifact.is_dir():
+            fmt = "onnx" if self.runtime == "onnxruntime" else self.runtime
+            raise HarnessError(f"The {self.runtime} artifact {self.artifact} is not a folder; run "
+                               f"`make export MODEL=... FORMAT={fmt}`.")
+        self._local_bin = runner_bin_for(self.facts.get("abi"), self.options, self.runtime)
+        self._bin_sha = file_sha256(self._local_bin / self.runner.binary)
         self.phone.check_writable(self.options.stage_dir)
+        if self.runtime == "llamacpp":
+            self._stage_all()
+
+    def _stage_all(self) -> None:
+        assert self._local_bin is not None
+        local_bin = self._local_bin
 
         def push_all() -> None:
-            self.phone.stage(ANDROID_DIR / "run_llamacpp.sh", self.remote_script)
-            self.phone.stage(local_bin / "llama-completion", f"{self.remote_bin}/llama-completion", executable=True)
-            self.phone.stage(self.artifact, self.remote_model)
+            self.phone.stage(ANDROID_DIR / self.runner.script, self.remote_script)
+            self.phone.stage(local_bin / self.runner.binary, f"{self.remote_bin}/{self.runner.binary}", executable=True)
+            libs = local_bin.parent / "lib"  # shared libraries android/build.sh puts next to bin/
+            if self.runtime != "llamacpp" and libs.is_dir():
+                for lib in sorted(libs.glob("*.so*")):
+                    self.phone.stage(lib, f"{self.remote_bin}/{_safe(lib.name)}")
+            if self.artifact.is_dir():
+                for path in self._artifact_files():
+                    rel = "/".join(_safe(part) for part in path.relative_to(self.artifact).parts)
+                    self.phone.stage(path, f"{self.remote_model}/{rel}")
+            else:
+                self.phone.stage(self.artifact, self.remote_model)
         self.phone.retrying(push_all)
+        self._staged = True
+
+    def _artifact_files(self) -> list[Path]:
+        files = sorted(p for p in self.artifact.rglob("*") if p.is_file())
+        config = self.artifact / "genai_config.json"
+        if self.runtime == "onnxruntime" and config.is_file() and "mobile/" not in config.read_text():
+            # export/onnx.py's mobile/ copy (ORT format) is not what genai_config.json loads: not pushed
+            files = [p for p in files if p.relative_to(self.artifact).parts[0] != "mobile"]
+        return files
 
     def info(self) -> RuntimeInfo:
-        return RuntimeInfo("llamacpp", f"llama.cpp {LLAMACPP_VERSION} (llama-completion on the device)", {
+        return RuntimeInfo(self.runtime, f"{self.runner.engine} ({self.runner.binary} on the device)", {
             "n_ctx": self.n_ctx, "threads": self.threads, "binary_sha256": self._bin_sha,
             "transport": self.options.transport, "repeat": self.options.repeat, "warmup": self.options.warmup,
-            "affinity": self.options.affinity, "runner": "android/run_llamacpp.sh",
+            "affinity": self.options.affinity, "runner": f"android/{self.runner.script}",
         })
 
     def count_tokens(self, text: str) -> int:
-        """The model's own tokenizer (vocab-only load on the host), as the host runner counts."""
+        """The model's own tokenizer on the host (llama.cpp's vocab-only load of the GGUF, or the
+        artifact folder's tokenizer.json), as the host runner counts; else a rough count."""
         if self._vocab is None:
             try:
-                import llama_cpp
+                if self.runtime == "llamacpp":
+                    import llama_cpp
 
-                self._vocab = llama_cpp.Llama(str(self.artifact), vocab_only=True, verbose=False)
-            except Exception:  # noqa: BLE001 - no llama-cpp-python: a rough count
+                    self._vocab = llama_cpp.Llama(str(self.artifact), vocab_only=True, verbose=False)
+                else:
+                    from tokenizers import Tokenizer
+
+                    tokenizer = Tokenizer.from_file(str(self.artifact / "tokenizer.json"))
+                    self._vocab = lambda t: len(tokenizer.encode(t).ids)
+            except Exception:  # noqa: BLE001 - no tokenizer library or file: a rough count
                 self._vocab = False
         if self._vocab is False:
             return len(text) // 3 + 1
+        if callable(self._vocab):
+            return int(self._vocab(text))
         return len(self._vocab.tokenize(text.encode(), add_bos=True, special=True))
 
     def close(self) -> None:
@@ -242,6 +332,9 @@ class PhoneRuntime:
         self._extra = {}
         if not requests:
             return []
+        refuse_unsupported(self.runtime, requests)
+        if not self._staged:
+            self._stage_all()
         waited = self._thermal_gate()
         start_state = self.phone.state()
         runs = self.phone.retrying(self._run_batch, requests)
@@ -317,7 +410,7 @@ class PhoneRuntime:
             rid = f"{index:04d}"
             prompt = request.prompt if request.prompt is not None else _chat_as_text(request)
             files[f"{rid}.prompt"] = prompt.encode()
-            grammar = _grammar(request)
+            grammar = _grammar(request) if self.runtime == "llamacpp" else None
             gname = "-"
             if grammar is not None:
                 gname = f"g{hashlib.sha256(grammar.encode()).hexdigest()[:12]}.gbnf"
@@ -328,7 +421,10 @@ class PhoneRuntime:
                                             f"p{hashlib.sha256(request.cache_prefix.encode()).hexdigest()[:12]}.txt")
                 files[pname] = request.cache_prefix.encode()
             s = request.settings
-            lines.append(f"{rid}\t{s.max_tokens}\t{s.temperature}\t{s.seed}\t{gname}\t{pname}\n")
+            line = f"{rid}\t{s.max_tokens}\t{s.temperature}\t{s.seed}\t{gname}\t{pname}"
+            if self.runtime != "llamacpp":  # SEQ_LEN: llama_main's --seq_len counts prompt + output tokens
+                line += f"\t{min(self.count_tokens(prompt) + s.max_tokens, self.n_ctx)}"
+            lines.append(line + "\n")
         files["requests.tsv"] = "".join(lines).encode()
         digest = hashlib.sha256()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -365,10 +461,11 @@ class PhoneRuntime:
                                     + ("; ".join(parsed.errors) or result.out.strip()[-800:]))
             bad = [r for r in parsed.records if r.rc != 0]
             if bad:
-                raise DeviceStopped(f"{self.phone.serial}: llama-completion exited {bad[0].rc} on {bad[0].kind} "
+                raise DeviceStopped(f"{self.phone.serial}: {self.runner.binary} exited {bad[0].rc} on {bad[0].kind} "
                                     f"{bad[0].id}: " + " | ".join(bad[0].log[-5:]))
             self._notes = sorted(set(self._notes) | set(parsed.notes))
-            runs.append(self._completions(parsed, requests))
+            runs.append(self._completions(parsed, requests) if self.runtime == "llamacpp"
+                        else self._engine_completions(parsed, requests))
         self.phone.t.shell(f"rm -rf {q(remote_case)} {q(remote_case)}.tar", 60)
         return runs
 
@@ -388,6 +485,24 @@ class PhoneRuntime:
                     prefix, _ = prefixes.get(name), charged.add(name)
             text, reason = engines.llamacpp_text(record.text)
             out.append(Completion(text, engines.llamacpp_timings(record, prefix), reason))
+        return out
+
+
+    def _engine_completions(self, parsed: engines.CaseOutput, requests: list[Request]) -> list[Completion]:
+        by_id = {r.id: r for r in parsed.records if r.kind == "request"}
+        out = []
+        for index, request in enumerate(requests):
+            record = by_id.get(f"{index:04d}")
+            if record is None:
+                raise DeviceStopped(f"{self.phone.serial}: no output for request {index} from the runner")
+            try:
+                text, reason, timings = engines.engine_completion(self.runtime, record, request.prompt or "",
+                                                                  request.settings.max_tokens)
+            except (ValueError, KeyError) as exc:
+                raise DeviceStopped(f"{self.phone.serial}: could not read {self.runner.binary}'s report for request "
+                                    f"{index} ({exc}); its last lines: " + " | ".join(
+                                        (record.text.strip().splitlines() + record.log)[-5:])) from None
+            out.append(Completion(text, timings, reason))
         return out
 
 
@@ -423,8 +538,7 @@ def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOpt
         if name not in REGISTRY:
             raise unknown_name("runtime", name, REGISTRY)
         if name not in PHONE_RUNTIMES:
-            raise HarnessError(f"Runtime '{name}' does not run on phones in this version (phones: "
-                               f"{', '.join(PHONE_RUNTIMES)}); its output parser is in device_runner/engines.py. "
+            raise HarnessError(f"Runtime '{name}' does not run on phones (phones: {', '.join(PHONE_RUNTIMES)}). "
                                "Use --device host for it.")
     for model in options.models:
         get_recipe(model)
@@ -432,8 +546,8 @@ def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOpt
         raise HarnessError("The same --device is named twice.")
     # Artifacts are checked up front: a missing one is the same sentence for every phone.
     needs_model = any(get_strategy(s).needs_model for s in options.strategies)
-    artifacts = {model: resolve_artifact(model, "llamacpp", options.gguf) for model in options.models} \
-        if needs_model else {}
+    artifacts = {(model, runtime): resolve_artifact(model, runtime, options.gguf if runtime == "llamacpp" else None)
+                 for model in options.models for runtime in options.runtimes} if needs_model else {}
     users, data_info = load_data(options)
     chosen = parse_users(options.users, len(users))
     results = _SharedResults(ResultsFile(options.out / "results.jsonl", options.resume))
@@ -460,7 +574,7 @@ def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOpt
 
 def _run_one_device(serial: str, options: RunOptions, phone_options: PhoneOptions, users: list[Any],
                     chosen: list[int], data_info: dict[str, Any], results: Any,
-                    artifacts: dict[str, Path]) -> None:
+                    artifacts: dict[tuple[str, str], Path]) -> None:
     phone = Phone(serial, phone_options)
     phone.connect()
     try:
@@ -472,20 +586,22 @@ def _run_one_device(serial: str, options: RunOptions, phone_options: PhoneOption
                       options, settings)
         model_strategies = [s for s in options.strategies if get_strategy(s).needs_model]
         for model in options.models:
-            pending = [s for s in model_strategies
-                       if any(not results.is_done(case_id(model, "llamacpp", s, serial), u) for u in chosen)]
-            if not pending:
-                continue
-            recipe = get_recipe(model)
-            runtime = PhoneRuntime(phone, facts, artifacts[model], options.context_tokens or recipe.context_length,
-                                   options.threads)
-            runtime.load()
-            try:
-                for strategy_name in pending:
-                    _run_case(model, "llamacpp", strategy_name, runtime, (artifacts[model], None), users, chosen,
-                              results, facts, data_info, options, settings)
-            finally:
-                runtime.close()
+            for runtime_name in options.runtimes:
+                pending = [s for s in model_strategies
+                           if any(not results.is_done(case_id(model, runtime_name, s, serial), u) for u in chosen)]
+                if not pending:
+                    continue
+                recipe = get_recipe(model)
+                artifact = artifacts[(model, runtime_name)]
+                runtime = PhoneRuntime(phone, facts, artifact, options.context_tokens or recipe.context_length,
+                                       options.threads, runtime_name)
+                runtime.load()
+                try:
+                    for strategy_name in pending:
+                        _run_case(model, runtime_name, strategy_name, runtime, (artifact, None), users, chosen,
+                                  results, facts, data_info, options, settings)
+                finally:
+                    runtime.close()
     finally:
         phone.close()
 

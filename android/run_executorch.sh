@@ -1,0 +1,130 @@
+#!/system/bin/sh
+# Run one case (one user's batch of requests) with ExecuTorch's llama runner (llama_main) and
+# print machine-readable results on stdout.  POSIX sh: runs under Android's mksh/toybox, busybox
+# ash and Linux sh alike.
+#
+#   run_executorch.sh --bin DIR --model DIR --case DIR [--threads N] [--affinity HEXMASK]
+#
+# --model is the artifact folder of `make export FORMAT=executorch` (model.pte + tokenizer.json,
+# tokenizer.model or tokenizer.bin).  The case folder (made by device_runner/phone.py) holds
+# requests.tsv, one line per request:
+#   ID <TAB> MAX_TOKENS <TAB> TEMPERATURE <TAB> SEED <TAB> GRAMMAR_FILE|- <TAB> PREFIX_FILE|- <TAB> SEQ_LEN
+# and ID.prompt files.  SEQ_LEN is llama_main's --seq_len: prompt + output tokens (the host
+# counts the prompt).  llama_main has no grammar sampler and no prompt cache: a request with a
+# grammar is an error (EW_ERROR), a shared prefix is evaluated again inside every prompt.
+#
+# Output, one record per line (device_runner/engines.py parses it), as run_llamacpp.sh:
+#   EW_NOTE text / EW_ERROR text
+#   EW_BEGIN request id
+#   EW_LOG line                   the runner's stderr lines that matter (PyTorchObserver, errors)
+#   EW_RC n / EW_RSS_KB n / EW_WALL_MS n
+#   EW_TEXT base64                the runner's stdout (echoed prompt, text, PyTorchObserver line)
+#   EW_END request id
+#   EW_DONE
+set -u
+BIN=; MODEL=; CASE=; THREADS=; AFFINITY=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --case) CASE=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --affinity) AFFINITY=$2; shift 2 ;;
+        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh; SEQ_LEN bounds each request
+        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
+    esac
+done
+EXE=$BIN/llama_main
+[ -x "$EXE" ] || { echo "EW_ERROR no llama_main in $BIN (android/build.sh --only executorch builds it)"; exit 3; }
+[ -d "$MODEL" ] || { echo "EW_ERROR model folder $MODEL is missing"; exit 3; }
+PTE=
+for f in "$MODEL"/*.pte; do [ -r "$f" ] && { PTE=$f; break; }; done
+[ -n "$PTE" ] || { echo "EW_ERROR no .pte file in $MODEL (make export FORMAT=executorch)"; exit 3; }
+TOKENIZER=
+for f in tokenizer.json tokenizer.model tokenizer.bin; do
+    [ -r "$MODEL/$f" ] && { TOKENIZER=$MODEL/$f; break; }
+done
+[ -n "$TOKENIZER" ] || { echo "EW_ERROR no tokenizer.json, tokenizer.model or tokenizer.bin in $MODEL"; exit 3; }
+[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+OUT=$CASE/out
+mkdir -p "$OUT"
+LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+
+# Milliseconds since the epoch as a string (where date has %N: toybox, GNU; busybox's has whole
+# seconds, and then the host uses the engine's own times), and their difference by awk: mksh's
+# arithmetic is 32-bit, too small for them.
+now_ms() {
+    t=$(date +%s%N 2>/dev/null)
+    case "$t" in
+        *N|'') echo - ;;
+        *) echo "${t%??????}" ;;
+    esac
+}
+wall_ms() {
+    [ "$1" != - ] && [ "$2" != - ] && command -v awk >/dev/null 2>&1 \
+        && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
+}
+
+# Peak RSS: VmHWM of the runner's process when /proc is there, else time -v (rusage maxrss).
+TIMEV=
+if [ ! -r /proc/self/status ]; then
+    for t in /system/bin/time /usr/bin/time /bin/time; do
+        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
+    done
+    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
+fi
+RSS_DIV=1
+if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+PIN=
+if [ -n "$AFFINITY" ]; then
+    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
+fi
+
+# measured STDOUT_FILE STDERR_FILE COMMAND...: sets rc and hwm (KiB, or empty).
+measured() {
+    mout=$1; merr=$2; shift 2
+    hwm=
+    if [ -n "$TIMEV" ]; then
+        # shellcheck disable=SC2086
+        $PIN "$TIMEV" -v "$@" </dev/null >"$mout" 2>"$merr"
+        rc=$?
+        hwm=$(sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p; s/.*Max RSS: *\([0-9]*\).*/\1/p' "$merr" | tail -1)
+        [ -n "$hwm" ] && hwm=$((hwm / RSS_DIV))
+    else
+        # shellcheck disable=SC2086
+        $PIN "$@" </dev/null >"$mout" 2>"$merr" &
+        pid=$!
+        while kill -0 "$pid" 2>/dev/null; do
+            h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
+            [ -n "$h" ] && hwm=$h
+            sleep 0.05
+        done
+        wait "$pid"
+        rc=$?
+    fi
+}
+
+TAB=$(printf '\t')
+while IFS="$TAB" read -r id ntok temp seed grammar prefix seqlen; do
+    [ -n "$id" ] || continue
+    if [ "$grammar" != "-" ]; then
+        echo "EW_ERROR request $id needs constrained decoding ($grammar), which llama_main cannot apply; use run_llamacpp.sh"
+        exit 4
+    fi
+    [ -n "$seqlen" ] || seqlen=$ntok
+    echo "EW_BEGIN request $id"
+    set -- "$EXE" --model_path "$PTE" --tokenizer_path "$TOKENIZER" --prompt "$(cat "$CASE/$id.prompt")" \
+        --seq_len "$seqlen" --temperature "$temp"
+    [ -n "$THREADS" ] && set -- "$@" --cpu_threads "$THREADS"
+    started=$(now_ms)
+    measured "$OUT/$id.txt" "$OUT/$id.log" "$@"
+    ended=$(now_ms)
+    grep -E 'PyTorchObserver|rror|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
+    echo "EW_RC $rc"
+    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
+    wall_ms "$started" "$ended"
+    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
+    echo "EW_END request $id"
+done <"$CASE/requests.tsv"
+echo "EW_DONE"

@@ -1,0 +1,135 @@
+#!/system/bin/sh
+# Run one case (one user's batch of requests) with MNN's llm_demo and print machine-readable
+# results on stdout.  POSIX sh: runs under Android's mksh/toybox, busybox ash and Linux sh alike.
+#
+#   run_mnn.sh --bin DIR --model DIR --case DIR [--threads N] [--affinity HEXMASK]
+#
+# --model is the artifact folder of `make export FORMAT=mnn` (config.json, llm_config.json,
+# llm.mnn, llm.mnn.weight, tokenizer).  The case folder (made by device_runner/phone.py) holds
+# requests.tsv, one line per request:
+#   ID <TAB> MAX_TOKENS <TAB> TEMPERATURE <TAB> SEED <TAB> GRAMMAR_FILE|- <TAB> PREFIX_FILE|- [<TAB> ...]
+# and ID.prompt files.  Each request is one `llm_demo CONFIG PROMPT_FILE MAX_TOKENS` run:
+# CONFIG is the artifact's config.json with base_dir (the artifact folder), thread_num, the
+# sampler (greedy at temperature 0) and use_template=false (the prompt is already rendered) put
+# first; PROMPT_FILE holds the prompt on one line, since llm_demo reads one prompt per line
+# (phone.py refuses prompts with a newline).  llm_demo has no grammar sampler and no prompt
+# cache: a request with a grammar is an error (EW_ERROR), a shared prefix is evaluated again.
+#
+# Output, one record per line (device_runner/engines.py parses it), as run_llamacpp.sh:
+#   EW_NOTE text / EW_ERROR text
+#   EW_BEGIN request id
+#   EW_LOG line                   llm_demo's stderr lines
+#   EW_RC n / EW_RSS_KB n / EW_WALL_MS n
+#   EW_TEXT base64                llm_demo's stdout (the text, then its prefill/decode counters)
+#   EW_END request id
+#   EW_DONE
+set -u
+BIN=; MODEL=; CASE=; THREADS=4; AFFINITY=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --case) CASE=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --affinity) AFFINITY=$2; shift 2 ;;
+        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh
+        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
+    esac
+done
+EXE=$BIN/llm_demo
+[ -x "$EXE" ] || { echo "EW_ERROR no llm_demo in $BIN (android/build.sh --only mnn builds it)"; exit 3; }
+[ -r "$MODEL/config.json" ] || { echo "EW_ERROR no config.json in model folder $MODEL (make export FORMAT=mnn)"; exit 3; }
+[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+command -v awk >/dev/null 2>&1 || { echo "EW_ERROR no awk on this device (needed to write llm_demo's config)"; exit 3; }
+HERE=$(pwd)
+case "$CASE" in /*) ;; *) CASE=$HERE/$CASE ;; esac
+OUT=$CASE/out
+mkdir -p "$OUT/tmp"
+LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+case "$MODEL" in /*) ABS_MODEL=$MODEL ;; *) ABS_MODEL=$HERE/$MODEL ;; esac
+
+# Milliseconds since the epoch as a string (where date has %N: toybox, GNU; busybox's has whole
+# seconds, and then the host uses the engine's own times), and their difference by awk: mksh's
+# arithmetic is 32-bit, too small for them.
+now_ms() {
+    t=$(date +%s%N 2>/dev/null)
+    case "$t" in
+        *N|'') echo - ;;
+        *) echo "${t%??????}" ;;
+    esac
+}
+wall_ms() {
+    [ "$1" != - ] && [ "$2" != - ] && command -v awk >/dev/null 2>&1 \
+        && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
+}
+
+# Peak RSS: VmHWM of the runner's process when /proc is there, else time -v (rusage maxrss).
+TIMEV=
+if [ ! -r /proc/self/status ]; then
+    for t in /system/bin/time /usr/bin/time /bin/time; do
+        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
+    done
+    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
+fi
+RSS_DIV=1
+if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+PIN=
+if [ -n "$AFFINITY" ]; then
+    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
+fi
+
+# measured STDOUT_FILE STDERR_FILE COMMAND...: sets rc and hwm (KiB, or empty).
+measured() {
+    mout=$1; merr=$2; shift 2
+    hwm=
+    if [ -n "$TIMEV" ]; then
+        # shellcheck disable=SC2086
+        $PIN "$TIMEV" -v "$@" </dev/null >"$mout" 2>"$merr"
+        rc=$?
+        hwm=$(sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p; s/.*Max RSS: *\([0-9]*\).*/\1/p' "$merr" | tail -1)
+        [ -n "$hwm" ] && hwm=$((hwm / RSS_DIV))
+    else
+        # shellcheck disable=SC2086
+        $PIN "$@" </dev/null >"$mout" 2>"$merr" &
+        pid=$!
+        while kill -0 "$pid" 2>/dev/null; do
+            h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
+            [ -n "$h" ] && hwm=$h
+            sleep 0.05
+        done
+        wait "$pid"
+        rc=$?
+    fi
+}
+
+TAB=$(printf '\t')
+while IFS="$TAB" read -r id ntok temp seed grammar prefix rest; do
+    [ -n "$id" ] || continue
+    if [ "$grammar" != "-" ]; then
+        echo "EW_ERROR request $id needs constrained decoding ($grammar), which llm_demo cannot apply; use run_llamacpp.sh"
+        exit 4
+    fi
+    case "$temp" in
+        0|0.0|0.00) sampler='"sampler_type": "greedy"' ;;
+        *) sampler="\"sampler_type\": \"mixed\", \"temperature\": $temp" ;;
+    esac
+    # The keys go first: MNN's config reader takes the first of duplicate keys.
+    keys="\"base_dir\": \"$ABS_MODEL/\", \"thread_num\": $THREADS, $sampler, \"use_template\": false, \"tmp_path\": \"tmp\","
+    awk -v keys="$keys" 'done == 0 && sub(/\{/, "{" keys) { done = 1 } { print }' "$MODEL/config.json" >"$OUT/$id.config.json"
+    # One line: llm_demo reads one prompt per line.
+    { tr -d '\n' <"$CASE/$id.prompt"; echo; } >"$OUT/$id.line"
+    echo "EW_BEGIN request $id"
+    started=$(now_ms)
+    cd "$OUT" || exit 3
+    measured "$OUT/$id.txt" "$OUT/$id.log" "$EXE" "$OUT/$id.config.json" "$OUT/$id.line" "$ntok"
+    cd "$HERE" || exit 3
+    ended=$(now_ms)
+    sed 's/^/EW_LOG /' "$OUT/$id.log"
+    echo "EW_RC $rc"
+    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
+    wall_ms "$started" "$ended"
+    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
+    echo "EW_END request $id"
+done <"$CASE/requests.tsv"
+echo "EW_DONE"

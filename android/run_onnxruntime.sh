@@ -1,0 +1,122 @@
+#!/system/bin/sh
+# Run one case (one user's batch of requests) with onnxruntime-genai's model_benchmark and print
+# machine-readable results on stdout.  POSIX sh: runs under Android's mksh/toybox, busybox ash
+# and Linux sh alike.
+#
+#   run_onnxruntime.sh --bin DIR --model DIR --case DIR [--threads N] [--affinity HEXMASK]
+#
+# --model is the artifact folder of `make export FORMAT=onnx` (genai_config.json, model.onnx,
+# tokenizer).  The case folder (made by device_runner/phone.py) holds requests.tsv, one line
+# per request:
+#   ID <TAB> MAX_TOKENS <TAB> TEMPERATURE <TAB> SEED <TAB> GRAMMAR_FILE|- <TAB> PREFIX_FILE|- [<TAB> ...]
+# and ID.prompt files.  Each request is one `model_benchmark -i MODEL --prompt_file ID.prompt
+# -g MAX_TOKENS -r 1 -w 0` run.  model_benchmark measures; it prints no generated text, takes
+# no temperature, seed or thread count (the model's genai_config.json decides), and has no
+# grammar: a request with a grammar is an error (EW_ERROR).  libonnxruntime*.so are looked up
+# next to the binary and in ../lib (android/build.sh puts them there).
+#
+# Output, one record per line (device_runner/engines.py parses it), as run_llamacpp.sh:
+#   EW_NOTE text / EW_ERROR text
+#   EW_BEGIN request id
+#   EW_LOG line                   model_benchmark's stderr lines
+#   EW_RC n / EW_RSS_KB n / EW_WALL_MS n
+#   EW_TEXT base64                model_benchmark's stdout (its report)
+#   EW_END request id
+#   EW_DONE
+set -u
+BIN=; MODEL=; CASE=; THREADS=; AFFINITY=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --case) CASE=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        --affinity) AFFINITY=$2; shift 2 ;;
+        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh
+        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
+    esac
+done
+EXE=$BIN/model_benchmark
+[ -x "$EXE" ] || { echo "EW_ERROR no model_benchmark in $BIN (android/build.sh --only ortgenai builds it)"; exit 3; }
+[ -r "$MODEL/genai_config.json" ] || { echo "EW_ERROR no genai_config.json in model folder $MODEL (make export FORMAT=onnx)"; exit 3; }
+[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+OUT=$CASE/out
+mkdir -p "$OUT"
+LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+echo "EW_NOTE model_benchmark prints no generated text: completions are empty, timings only"
+[ -n "$THREADS" ] && echo "EW_NOTE threads $THREADS not applied: model_benchmark takes them from genai_config.json"
+
+# Milliseconds since the epoch as a string (where date has %N: toybox, GNU; busybox's has whole
+# seconds, and then the host uses the engine's own times), and their difference by awk: mksh's
+# arithmetic is 32-bit, too small for them.
+now_ms() {
+    t=$(date +%s%N 2>/dev/null)
+    case "$t" in
+        *N|'') echo - ;;
+        *) echo "${t%??????}" ;;
+    esac
+}
+wall_ms() {
+    [ "$1" != - ] && [ "$2" != - ] && command -v awk >/dev/null 2>&1 \
+        && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
+}
+
+# Peak RSS: VmHWM of the runner's process when /proc is there, else time -v (rusage maxrss).
+TIMEV=
+if [ ! -r /proc/self/status ]; then
+    for t in /system/bin/time /usr/bin/time /bin/time; do
+        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
+    done
+    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
+fi
+RSS_DIV=1
+if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+PIN=
+if [ -n "$AFFINITY" ]; then
+    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
+fi
+
+# measured STDOUT_FILE STDERR_FILE COMMAND...: sets rc and hwm (KiB, or empty).
+measured() {
+    mout=$1; merr=$2; shift 2
+    hwm=
+    if [ -n "$TIMEV" ]; then
+        # shellcheck disable=SC2086
+        $PIN "$TIMEV" -v "$@" </dev/null >"$mout" 2>"$merr"
+        rc=$?
+        hwm=$(sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p; s/.*Max RSS: *\([0-9]*\).*/\1/p' "$merr" | tail -1)
+        [ -n "$hwm" ] && hwm=$((hwm / RSS_DIV))
+    else
+        # shellcheck disable=SC2086
+        $PIN "$@" </dev/null >"$mout" 2>"$merr" &
+        pid=$!
+        while kill -0 "$pid" 2>/dev/null; do
+            h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
+            [ -n "$h" ] && hwm=$h
+            sleep 0.05
+        done
+        wait "$pid"
+        rc=$?
+    fi
+}
+
+TAB=$(printf '\t')
+while IFS="$TAB" read -r id ntok temp seed grammar prefix rest; do
+    [ -n "$id" ] || continue
+    if [ "$grammar" != "-" ]; then
+        echo "EW_ERROR request $id needs constrained decoding ($grammar), which model_benchmark cannot apply; use run_llamacpp.sh"
+        exit 4
+    fi
+    echo "EW_BEGIN request $id"
+    started=$(now_ms)
+    measured "$OUT/$id.txt" "$OUT/$id.log" "$EXE" -i "$MODEL" --prompt_file "$CASE/$id.prompt" -g "$ntok" -r 1 -w 0
+    ended=$(now_ms)
+    sed 's/^/EW_LOG /' "$OUT/$id.log"
+    echo "EW_RC $rc"
+    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
+    wall_ms "$started" "$ended"
+    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
+    echo "EW_END request $id"
+done <"$CASE/requests.tsv"
+echo "EW_DONE"
