@@ -11,6 +11,9 @@ Two measures, recorded in the manifest under "parity":
     tolerance (max |a - b| / max |a|) and the 16 greedy tokens after each prompt identical;
   - quantized: top-1 agreement, the share of prompt positions where the artifact's argmax
     equals the float model's, at least `min_top1`; greedy tokens are reported, not required.
+    An exporter whose most precise form is still not float (MNN: fp16 weights, bf16
+    embeddings) also passes `max_rel`, a bound on the relative logit difference: top-1 alone
+    missed a wrong RoPE base in Gemma 3's local layers (98.4% top-1, rel. diff 0.24).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class Reference:
 
 
 def check(reference: Reference, candidate: Candidate, *, exact: bool, rel_tol: float = EXACT_REL_TOL["f32"],
-          min_top1: float = 0.9) -> dict[str, Any]:
+          min_top1: float = 0.9, max_rel: float | None = None) -> dict[str, Any]:
     """Compare `candidate` with `reference` on the fixed prompts; the figures plus "passed"."""
     import numpy as np
 
@@ -140,8 +143,8 @@ def check(reference: Reference, candidate: Candidate, *, exact: bool, rel_tol: f
         passed = worst_rel <= rel_tol and greedy_ok and tokens_ok
         criterion = f"rel_diff <= {rel_tol} and {GREEDY_TOKENS} greedy tokens identical on every prompt"
     else:
-        passed = top1 >= min_top1 and tokens_ok
-        criterion = f"top1_agreement >= {min_top1}"
+        passed = top1 >= min_top1 and tokens_ok and (max_rel is None or worst_rel <= max_rel)
+        criterion = f"top1_agreement >= {min_top1}" + ("" if max_rel is None else f" and rel_diff <= {max_rel}")
     return {
         "passed": bool(passed), "mode": "exact" if exact else "quantized", "criterion": criterion,
         "top1_agreement": round(top1, 4), "positions": total, "max_abs_diff": round(worst_abs, 6),

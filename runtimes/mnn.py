@@ -80,7 +80,15 @@ class MnnModel:
         return [int(t) for t in self.llm.tokenizer_encode(text)]
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.llm.tokenizer_decode(int(t)) for t in ids)
+        # A byte-fallback token (one byte of a UTF-8 character) decodes to invalid UTF-8, which
+        # pymnn raises as UnicodeDecodeError; its .object holds the bytes, joined here.
+        pieces = []
+        for t in ids:
+            try:
+                pieces.append(self.llm.tokenizer_decode(int(t)).encode())
+            except UnicodeDecodeError as exc:
+                pieces.append(exc.object)
+        return b"".join(pieces).decode(errors="replace")
 
 
 class MnnRuntime:
@@ -107,8 +115,10 @@ class MnnRuntime:
 
     def _engine(self) -> Engine:
         model = self._model
+        # MNN's encode puts the tokenizer's prefix ids (BOS) before every text; Engine.encode has none.
+        prefix = len(model.tokenize(""))
         return Engine(prefill=model.prefill, step=model.step,
-                      encode=lambda text: [t for t in model.tokenize(text)], decode=model.decode, eos=self._eos)
+                      encode=lambda text: model.tokenize(text)[prefix:], decode=model.decode, eos=self._eos)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         if self._model is None:
