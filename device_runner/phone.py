@@ -308,7 +308,9 @@ class PhoneRuntime:
                 if self.runtime == "llamacpp":
                     import llama_cpp
 
-                    self._vocab = llama_cpp.Llama(str(self.artifact), vocab_only=True, verbose=False)
+                    vocab = llama_cpp.Llama(str(self.artifact), vocab_only=True, verbose=False)
+                    # (a Llama object is itself callable: that runs a completion, so wrap it)
+                    self._vocab = lambda t: len(vocab.tokenize(t.encode(), add_bos=True, special=True))
                 else:
                     from tokenizers import Tokenizer
 
@@ -318,9 +320,7 @@ class PhoneRuntime:
                 self._vocab = False
         if self._vocab is False:
             return len(text) // 3 + 1
-        if callable(self._vocab):
-            return int(self._vocab(text))
-        return len(self._vocab.tokenize(text.encode(), add_bos=True, special=True))
+        return int(self._vocab(text))
 
     def close(self) -> None:
         self._vocab = None
