@@ -37,36 +37,8 @@ EXE=$BIN/llama-completion
 OUT=$CASE/out
 mkdir -p "$OUT"
 
-# Wall time per request only where date has %N (toybox, GNU); busybox's date has whole seconds,
-# and then the host uses llama.cpp's own total time instead.  Milliseconds since the epoch stay
-# strings and are subtracted by awk: mksh (Android's sh) has 32-bit arithmetic, too small.
-now_ms() {
-    t=$(date +%s%N 2>/dev/null)
-    case "$t" in
-        *N|'') echo - ;;
-        *) echo "${t%??????}" ;;
-    esac
-}
-wall_ms() {
-    [ "$1" != - ] && [ "$2" != - ] && command -v awk >/dev/null 2>&1 \
-        && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
-}
+. "$(dirname "$0")/common.sh"
 
-# Peak RSS: VmHWM of the model process when /proc is there, else time -v (rusage maxrss).
-TIMEV=
-if [ ! -r /proc/self/status ]; then
-    for t in /system/bin/time /usr/bin/time /bin/time; do
-        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
-    done
-    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
-fi
-# BusyBox time (seen on 1.35) treats ru_maxrss, already in KiB, as pages: it prints 4x on 4 KiB pages.
-RSS_DIV=1
-if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
-PIN=
-if [ -n "$AFFINITY" ]; then
-    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
-fi
 THREAD_ARGS=
 [ -n "$THREADS" ] && THREAD_ARGS="-t $THREADS"
 
@@ -77,25 +49,8 @@ run_one() {
     set -- "$@" -m "$MODEL" -f "$prompt" -n "$ntok" --temp "$temp" -s "$seed" -c "$CTX" -no-cnv --no-display-prompt
     [ "$grammar" != "-" ] && set -- "$@" --grammar-file "$CASE/$grammar"
     started=$(now_ms)
-    hwm=
-    if [ -n "$TIMEV" ]; then
-        # shellcheck disable=SC2086
-        $PIN "$TIMEV" -v "$EXE" $THREAD_ARGS "$@" </dev/null >"$OUT/$id.txt" 2>"$OUT/$id.log"
-        rc=$?
-        hwm=$(sed -n 's/.*Maximum resident set size (kbytes): *\([0-9]*\).*/\1/p; s/.*Max RSS: *\([0-9]*\).*/\1/p' "$OUT/$id.log" | tail -1)
-        [ -n "$hwm" ] && hwm=$((hwm / RSS_DIV))
-    else
-        # shellcheck disable=SC2086
-        $PIN "$EXE" $THREAD_ARGS "$@" </dev/null >"$OUT/$id.txt" 2>"$OUT/$id.log" &
-        pid=$!
-        while kill -0 "$pid" 2>/dev/null; do
-            h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status" 2>/dev/null)
-            [ -n "$h" ] && hwm=$h
-            sleep 0.05
-        done
-        wait "$pid"
-        rc=$?
-    fi
+    # shellcheck disable=SC2086
+    measured "$OUT/$id.txt" "$OUT/$id.log" "$EXE" $THREAD_ARGS "$@"
     ended=$(now_ms)
     grep -E 'perf_print|session|error|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
     echo "EW_RC $rc"

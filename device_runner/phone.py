@@ -271,6 +271,7 @@ class PhoneRuntime:
 
         def push_all() -> None:
             self.phone.stage(ANDROID_DIR / self.runner.script, self.remote_script)
+            self.phone.stage(ANDROID_DIR / "common.sh", f"{self.remote_script.rsplit('/', 1)[0]}/common.sh")
             self.phone.stage(local_bin / self.runner.binary, f"{self.remote_bin}/{self.runner.binary}", executable=True)
             libs = local_bin.parent / "lib"  # shared libraries android/build.sh puts next to bin/
             if self.runtime != "llamacpp" and libs.is_dir():

@@ -299,7 +299,7 @@ def test_missing_binary_missing_artifact_and_refusal_are_sentences(phone: FakeAd
 
 
 @pytest.mark.skipif(shutil.which("mksh") is None, reason="needs mksh (Android's shell)")
-@pytest.mark.parametrize("script", ["run_llamacpp.sh", "run_mnn.sh"])
+@pytest.mark.parametrize("script", ["common.sh"])
 def test_wall_time_survives_mksh_32_bit_arithmetic(script):
     """Milliseconds since the epoch overflow mksh's 32-bit integers; the scripts must not use them."""
     text = (ROOT / "android" / script).read_text()
