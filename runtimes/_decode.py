@@ -20,7 +20,7 @@ from typing import Any
 from eval.errors import HarnessError
 
 from ._proc import peak_rss_mb
-from .base import Completion, GenerationSettings, Timings
+from .base import Completion, GenerationSettings, Request, Timings
 
 # Tokens to try, best first, when none of the choice-derived candidates keeps a prefix.
 CHOICE_SCAN = 2048
@@ -55,6 +55,17 @@ def _choose(logits: Any, np: Any, settings: GenerationSettings, rng: Any) -> int
     probs = np.exp(scaled)
     probs /= probs.sum()
     return int(rng.choice(len(probs), p=probs))
+
+
+def check_request(runtime: str, loaded: bool, request: Request) -> None:
+    """What these engines refuse: a request before load(), and JSON-schema decoding (choices work)."""
+    if not loaded:
+        raise HarnessError("Load a model first (runtime.load(path)).")
+    if request.json_schema is not None:
+        raise HarnessError(
+            f"The '{runtime}' runtime does not support JSON-schema constrained decoding yet. Use --runtime "
+            "llamacpp for schema-constrained strategies, or a strategy that uses choices (incremental)."
+        )
 
 
 def generate(engine: Engine, prompt_ids: list[int], settings: GenerationSettings,

@@ -21,7 +21,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, generate
+from ._decode import Engine, check_request, generate
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "the executorch toolchain env (export/requirements/executorch.txt; `make export FORMAT=executorch` makes it)"
@@ -149,15 +149,9 @@ class ExecuTorchRuntime:
                       eos=self._eos)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        if self._model is None:
-            raise HarnessError("Load a model first (runtime.load(path)).")
         out = []
         for request in requests:
-            if request.json_schema is not None:
-                raise HarnessError(
-                    "The 'executorch' runtime does not support JSON-schema constrained decoding yet. Use "
-                    "--runtime llamacpp for schema-constrained strategies, or a strategy that uses choices."
-                )
+            check_request("executorch", self._model is not None, request)
             if request.prompt is not None:
                 ids = list(self._tokenizer(request.prompt)["input_ids"])
             else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, generate
+from ._decode import Engine, check_request, generate
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "the mnn toolchain env (export/requirements/mnn.txt; `make export FORMAT=mnn` makes it)"
@@ -121,13 +121,9 @@ class MnnRuntime:
                       encode=lambda text: model.tokenize(text)[prefix:], decode=model.decode, eos=self._eos)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        if self._model is None:
-            raise HarnessError("Load a model first (runtime.load(path)).")
         out = []
         for request in requests:
-            if request.json_schema is not None:
-                raise HarnessError("The 'mnn' runtime does not support JSON-schema constrained decoding yet. Use "
-                                   "--runtime llamacpp for schema-constrained strategies, or a strategy that uses choices.")
+            check_request("mnn", self._model is not None, request)
             if request.prompt is not None:
                 text = request.prompt
             else:

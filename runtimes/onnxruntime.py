@@ -15,7 +15,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, generate
+from ._decode import Engine, check_request, generate
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "make install-onnxruntime"
@@ -140,16 +140,9 @@ class OnnxRuntimeGenaiRuntime:
                       eos=self._eos)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        if self._model is None:
-            raise HarnessError("Load a model first (runtime.load(path)).")
         out = []
         for request in requests:
-            if request.json_schema is not None:
-                raise HarnessError(
-                    "The 'onnxruntime' runtime does not support JSON-schema constrained decoding yet. "
-                    "Use --runtime llamacpp for schema-constrained strategies, or a strategy without a schema "
-                    "(incremental uses choices, which work here)."
-                )
+            check_request("onnxruntime", self._model is not None, request)
             text = request.prompt if request.prompt is not None else render_chat(self._folder, request.messages)
             ids = encode_prompt(self._tokenizer, self._folder, text)
             settings = request.settings
