@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", default=None, help="user indices: 0,2,5 or 0-3 (default: all)")
     parser.add_argument("--out", type=Path, default=Path("results/run"), help="folder for results.jsonl and the report")
     parser.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished rows")
-    parser.add_argument("--gguf", type=Path, default=None, help="run this GGUF file instead of the model's artifact")
+    parser.add_argument("--artifact", "--gguf", type=Path, default=None, dest="artifact",
+                        help="run this file or folder (a .gguf, an export folder such as artifacts/M/executorch-8da8w) "
+                             "instead of the model's default export; one --model and one --runtime")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
     parser.add_argument("--context", type=int, default=None, help="context tokens (default: the recipe's)")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
         options = RunOptions(
             models=_names(args.model), runtimes=_names(args.runtime), strategies=_names(args.strategy),
-            data=args.data, users=args.users, out=args.out, resume=args.resume, gguf=args.gguf, seed=args.seed,
+            data=args.data, users=args.users, out=args.out, resume=args.resume, artifact=args.artifact, seed=args.seed,
             threads=args.threads, context_tokens=args.context, sample_users=args.sample_users,
             sample_sessions=args.sample_sessions, progress=not args.no_progress,
         )

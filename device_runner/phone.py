@@ -39,8 +39,8 @@ from .adb import PROJECT_DIR, AdbError, LinkLost, Transport, open_transport, q
 from .facts import device_facts, device_state
 from .provenance import PROJECT_ROOT, file_sha256
 from .results import ResultsFile
-from .run import NO_MODEL, RunOptions, _run_case, aggregate_timings, case_id, load_data, parse_users, \
-    resolve_artifact
+from .run import NO_MODEL, RunOptions, _run_case, aggregate_timings, case_id, check_single_artifact, load_data, \
+    parse_users, resolve_artifact
 
 ANDROID_DIR = PROJECT_ROOT / "android"
 LLAMACPP_VERSION = "0.3.36"  # the llama.cpp source android/build.sh compiles (llama-cpp-python's)
@@ -543,11 +543,12 @@ def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOpt
                                "Use --device host for it.")
     for model in options.models:
         get_recipe(model)
+    check_single_artifact(options)
     if len(set(serials)) != len(serials):
         raise HarnessError("The same --device is named twice.")
     # Artifacts are checked up front: a missing one is the same sentence for every phone.
     needs_model = any(get_strategy(s).needs_model for s in options.strategies)
-    artifacts = {(model, runtime): resolve_artifact(model, runtime, options.gguf if runtime == "llamacpp" else None)
+    artifacts = {(model, runtime): resolve_artifact(model, runtime, options.artifact)
                  for model in options.models for runtime in options.runtimes} if needs_model else {}
     users, data_info = load_data(options)
     chosen = parse_users(options.users, len(users))

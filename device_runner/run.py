@@ -36,7 +36,7 @@ class RunOptions:
     users: str | None = None  # "0,2,5" or "0-3"; None = all
     out: Path = Path("results/run")
     resume: bool = False
-    gguf: Path | None = None
+    artifact: Path | None = None  # run this file / folder instead of the model's export (one model and runtime)
     seed: int = 0
     threads: int | None = None
     context_tokens: int | None = None  # None: the recipe's context length
@@ -75,12 +75,12 @@ def load_data(options: RunOptions) -> tuple[list[User], dict[str, Any]]:
     return users, {"spec": options.data}
 
 
-def resolve_artifact(model: str, runtime: str, gguf: Path | None) -> Path:
-    """The file or folder `runtime` loads for `model`."""
-    if gguf is not None:
-        if not gguf.is_file():
-            raise HarnessError(f"--gguf {gguf} does not exist.")
-        return gguf
+def resolve_artifact(model: str, runtime: str, artifact: Path | None) -> Path:
+    """The file or folder `runtime` loads for `model`: `artifact` when given, else the model's export."""
+    if artifact is not None:
+        if not artifact.exists():
+            raise HarnessError(f"--artifact {artifact} does not exist.")
+        return artifact
     recipe = get_recipe(model)
     if runtime == "llamacpp" and recipe.packaged:
         from runtimes.llamacpp import default_model_path
@@ -92,9 +92,15 @@ def resolve_artifact(model: str, runtime: str, gguf: Path | None) -> Path:
     if not found:
         raise HarnessError(
             f"No {fmt} artifact for model '{model}' under {folder}. Run `make export MODEL={model} FORMAT={fmt}`"
-            + (" or pass --gguf FILE." if fmt == "gguf" else ".")
+            + (" or pass --artifact FILE." if fmt == "gguf" else ".")
         )
     return found[0]
+
+
+def check_single_artifact(options: RunOptions) -> None:
+    if options.artifact is not None and (len(options.models) > 1 or len(options.runtimes) > 1):
+        raise HarnessError("--artifact names one file or folder, so it runs with one --model and one --runtime; "
+                           "run each runtime in its own command (the same --out collects them).")
 
 
 def case_id(model: str, runtime: str, strategy: str, device: str) -> str:
@@ -142,14 +148,17 @@ def run_host(options: RunOptions) -> Path:
             raise unknown_name("runtime", name, REGISTRY)
     for model in options.models:
         get_recipe(model)
+    check_single_artifact(options)
     users, data_info = load_data(options)
     chosen = parse_users(options.users, len(users))
     results = ResultsFile(options.out / "results.jsonl", options.resume)
     device = host_facts()
     settings = GenerationSettings(seed=options.seed)
 
-    model_cases = [(m, r) for m in options.models for r in options.runtimes]
     model_strategies = [s for s in options.strategies if get_strategy(s).needs_model]
+    model_cases = [(m, r) for m in options.models for r in options.runtimes] if model_strategies else []
+    # Every artifact is found before any case runs: a missing export fails now, not an hour in.
+    artifacts = {case: resolve_artifact(case[0], case[1], options.artifact) for case in model_cases}
     for strategy_name in [s for s in options.strategies if not get_strategy(s).needs_model]:
         _run_case(NO_MODEL, NO_MODEL, strategy_name, None, None, users, chosen, results, device, data_info,
                   options, settings)
@@ -158,7 +167,7 @@ def run_host(options: RunOptions) -> Path:
                    if any(not results.is_done(case_id(model, runtime_name, s, "host"), u) for u in chosen)]
         if not pending:
             continue
-        artifact = resolve_artifact(model, runtime_name, options.gguf)
+        artifact = artifacts[(model, runtime_name)]
         recipe = get_recipe(model)
         runtime_options = dict(options.runtime_options)
         if options.threads:
@@ -188,6 +197,9 @@ def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any,
         return
     recipe = get_recipe(model) if model != NO_MODEL else None
     context = options.context_tokens or (recipe.context_length if recipe else 8192)
+    limit = getattr(runtime, "max_context", None)  # e.g. the max_seq_len an ExecuTorch .pte was exported with
+    if limit:
+        context = min(context, limit)
     count = getattr(runtime, "count_tokens", None)
     budget = Budget(context, count) if count else Budget(context)
     plans = {u: strategy.plan(users[u], len(users[u].routines), budget, settings) for u in todo}

@@ -13,9 +13,13 @@ Facts that shape the options (seen here with executorch 1.5.1 / optimum-executor
   - a .pte using the custom SDPA / KV-cache / quantized-embedding kernels loads in Python
     only after importing executorch.extension.llm.custom_ops.custom_ops and
     executorch.kernels.quantized (runtimes/executorch.py does).
-MediaTek NeuroPilot needs MediaTek's `mtk_converter` and `mtk_neuron` (NeuroPilot SDK, not on
-PyPI) in the executorch env; Qualcomm QNN needs QNN_SDK_ROOT (Qualcomm AI Engine Direct SDK).
-Without them the export stops before doing anything, saying what to install and where.
+MediaTek NeuroPilot (VARIANT=mediatek-a16w4, ...) and Qualcomm QNN (VARIANT=qnn-16a4w, qnn-fp16)
+run ExecuTorch's own vendor LLM scripts (export/vendor_backends.py says which and why); they
+need MediaTek's `mtk_converter` and `mtk_neuron` (NeuroPilot SDK, not on PyPI) in the executorch
+env plus an executorch checkout (EXECUTORCH_SRC), or QNN_SDK_ROOT (Qualcomm AI Engine Direct
+SDK) with its x86_64 host libraries. Without them the export stops before doing anything,
+saying what to install and where. Neither was verified here (no SDK), and their parity cannot
+run on the host: the manifest says so (`parity.passed` is null, with the reason).
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from typing import Any
 
 from eval.errors import HarnessError
 
+from . import vendor_backends as vendor
+from .vendor_backends import NEUROPILOT_MODULES
+
 BACKENDS = ("xnnpack", "mediatek", "qnn")
 QLINEAR = ("8da4w", "8da8w")
 QEMBEDDING = ("8w", "4w", "none")
 BROKEN_QLINEAR = ("4w", "8w")
-NEUROPILOT_MODULES = ("mtk_converter", "mtk_neuron")
 
 
 def _env_has_module(name: str) -> bool:
@@ -61,19 +67,22 @@ def check_backend_sdk(backend: str) -> None:
                 f"({', '.join(missing)} missing), which are not on PyPI. Download the NeuroPilot Express SDK "
                 f"from MediaTek's NeuroPilot portal, install its mtk_converter and mtk_neuron wheels into the "
                 f"executorch toolchain env (`{env_dir('executorch')}/bin/pip install mtk_converter-*.whl "
-                f"mtk_neuron-*.whl`), and run the export again; its export fixes the prompt chunk and cache "
-                f"sizes and needs a lot of host RAM. Or export with backend xnnpack (the default)."
+                f"mtk_neuron-*.whl`; builds for this env's Python 3.11), and run the export again with "
+                f"EXECUTORCH_SRC naming an executorch checkout (its examples/mediatek script does the export: it "
+                f"fixes the prompt chunk and cache sizes and needs a lot of host RAM, ~114 GB for an 8B model). "
+                f"Or export with backend xnnpack (the default)."
             )
     elif backend == "qnn":
-        root = os.environ.get("QNN_SDK_ROOT")
-        if not root or not Path(root).is_dir():
-            where = f"QNN_SDK_ROOT={root} is not a folder" if root else "QNN_SDK_ROOT is not set"
+        problem = vendor.qnn_sdk_problem(os.environ.get("QNN_SDK_ROOT"))
+        if problem:
             raise HarnessError(
-                f"The Qualcomm QNN backend needs the Qualcomm AI Engine Direct (QNN) SDK, and {where}. Download "
-                "the SDK from Qualcomm's software center (qpm / softwarecenter.qualcomm.com), unpack it, and "
-                "run `make export MODEL=... FORMAT=executorch QNN_SDK_ROOT=/path/to/qairt/<version>` (the "
-                "executorch env then also needs executorch's Qualcomm backend built against that SDK). Or "
-                "export with backend xnnpack (the default)."
+                f"The Qualcomm QNN backend needs the Qualcomm AI Engine Direct (QNN) SDK, and {problem}. Download "
+                "the SDK from Qualcomm's software center (softwarecenter.qualcomm.com), unpack it, and run "
+                "`make export MODEL=... FORMAT=executorch VARIANT=qnn-16a4w QNN_SDK_ROOT=/path/to/qairt/<version>` "
+                "(executorch 1.5.1's wheel carries the Qualcomm backend; it was built against QNN 2.37). Online, "
+                f"`{env_dir('executorch')}/bin/python -m executorch.backends.qualcomm.scripts.download_qnn_sdk "
+                "--dst-folder DIR --print-sdk-path` downloads that SDK from Qualcomm and prints the folder to use. "
+                "Or export with backend xnnpack (the default)."
             )
 
 
@@ -82,10 +91,12 @@ class ExecuTorchExporter:
     env = "executorch"
 
     def variant(self, options: dict[str, Any]) -> str:
-        backend = str(options.get("backend", "xnnpack")).lower()
+        backend = _backend(options)
+        if backend == "qnn":  # VARIANT=qnn-<quant>: checked by preflight, after the SDK check
+            return f"qnn-{str(options.get('vendor_quant') or '16a4w').lower()}"
+        if backend == "mediatek":
+            return f"mediatek-{str(options.get('vendor_quant') or 'a16w4').lower()}"
         qlinear = str(options.get("qlinear", "8da4w")).lower()
-        if backend not in BACKENDS:
-            raise HarnessError(f"ExecuTorch backend '{backend}' is not supported; use one of {', '.join(BACKENDS)}.")
         if qlinear in BROKEN_QLINEAR:
             raise HarnessError(
                 f"ExecuTorch qlinear '{qlinear}' (weight-only) exports a .pte whose outputs are wrong with "
@@ -93,16 +104,38 @@ class ExecuTorchExporter:
             )
         if qlinear not in QLINEAR and qlinear != "fp32":
             raise HarnessError(f"ExecuTorch qlinear '{qlinear}' is not supported; use one of {', '.join(QLINEAR)} or fp32.")
-        return qlinear if backend == "xnnpack" else f"{backend}-{qlinear}"
+        return qlinear
 
     def preflight(self, options: dict[str, Any], recipe: Any = None) -> None:
-        check_backend_sdk(str(options.get("backend", "xnnpack")).lower())
+        """Before any work: the vendor SDK, then the settings, then whether the vendor script has the model."""
+        backend = _backend(options)
+        check_backend_sdk(backend)
+        if backend == "qnn":
+            vendor.qnn_options(options)
+            if recipe is not None:
+                vendor.qnn_decoder_model(recipe.key)
+        elif backend == "mediatek":
+            vendor.mtk_options(options)
+            vendor.executorch_source()
+            if recipe is not None:
+                vendor.mtk_model_type(recipe.key)
 
     def plan(self, options: dict[str, Any]) -> list[str]:
         variant = self.variant(options)
-        backend = str(options.get("backend", "xnnpack")).lower()
-        if backend != "xnnpack":
-            return [f"{backend} backend: SDK check, then executorch's {backend} lowering (needs the vendor SDK)"]
+        backend = _backend(options)
+        if backend == "qnn":
+            q = vendor.qnn_options(options)
+            return [f"python -m {vendor.QNN_SCRIPT} --compile_only --soc_model {q['soc_model']} --model_mode "
+                    f"{q['model_mode']} --max_seq_len {q['max_seq_len']} --prefill_ar_len {q['prefill_ar_len']}"
+                    f"{' -F' if q['quant'] == 'fp16' else ''} (executorch 1.5.1, in the executorch-qnn env, "
+                    f"QNN_SDK_ROOT={os.environ.get('QNN_SDK_ROOT')})",
+                    "parity: not run (QNN HTP runs only on the phone or the SDK's simulator); the manifest says so"]
+        if backend == "mediatek":
+            m = vendor.mtk_options(options)
+            return [f"$EXECUTORCH_SRC/{vendor.MTK_SCRIPT} --precision {m['precision'].upper()} --num_chunks "
+                    f"{m['num_chunks']} -shapes {m['prompt_tokens']}t{m['cache_size']}c 1t{m['cache_size']}c "
+                    f"(NeuroPilot, platform {vendor.MTK_PLATFORM})",
+                    "parity: not run (NeuroPilot runs only on the phone's APU); the manifest says so"]
         qlinear = str(options.get("qlinear", "8da4w")).lower()
         check = "logits and 16 greedy tokens" if qlinear == "fp32" else f"top-1 agreement >= {options.get('min_top1', 0.6)}"
         return [f"optimum-cli export executorch --recipe xnnpack --use_custom_sdpa --use_custom_kv_cache "
@@ -111,17 +144,30 @@ class ExecuTorchExporter:
                 f"parity through the ExecuTorch Python runtime: {check} vs transformers"]
 
     def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
-        self.preflight(options)
-        backend = str(options.get("backend", "xnnpack")).lower()
-        if backend != "xnnpack":
-            raise HarnessError(
-                f"The {backend} SDK is present, but this harness has only been verified with XNNPACK; the {backend} "
-                "lowering is not wired yet. Export with backend xnnpack, or run executorch's own "
-                f"examples for {backend} on the checkpoint at {source}."
-            )
-        return ["-m", "export.executorch", "--source", str(source), "--out", str(out), "--result", str(result),
-                "--qlinear", str(options.get("qlinear", "8da4w")), "--qembedding", str(options.get("qembedding", "8w")),
+        from .recipes import get_recipe
+
+        self.preflight(options, get_recipe(name))
+        backend = _backend(options)
+        common = ["-m", "export.executorch", "--source", str(source), "--out", str(out), "--result", str(result),
+                  "--model", name, "--backend", backend]
+        if backend == "qnn":
+            settings = vendor.qnn_options(options)
+            vendor.qnn_source_inputs(vendor.qnn_decoder_model(name), source)  # a missing file, named now
+            return [*common, "--settings", json.dumps(settings)]
+        if backend == "mediatek":
+            settings = vendor.mtk_options(options)
+            vendor.check_mtk_layers(json.loads((source / "config.json").read_text()), settings["num_chunks"])
+            return [*common, "--settings", json.dumps(settings)]
+        return [*common, "--qlinear", str(options.get("qlinear", "8da4w")),
+                "--qembedding", str(options.get("qembedding", "8w")),
                 "--max-seq-len", str(options.get("max_seq_len", 2048)), "--min-top1", str(options.get("min_top1", 0.6))]
+
+
+def _backend(options: dict[str, Any]) -> str:
+    backend = str(options.get("backend", "xnnpack")).lower()
+    if backend not in BACKENDS:
+        raise HarnessError(f"ExecuTorch backend '{backend}' is not supported; use one of {', '.join(BACKENDS)}.")
+    return backend
 
 
 # --- the worker (executorch toolchain env) ------------------------------------------------------
@@ -225,10 +271,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qembedding", default="8w")
     parser.add_argument("--max-seq-len", default="2048")
     parser.add_argument("--min-top1", default="0.6")
+    parser.add_argument("--model", default="", help="recipe key (vendor backends map it to their model names)")
+    parser.add_argument("--backend", default="xnnpack", choices=BACKENDS)
+    parser.add_argument("--settings", default="{}", help="vendor backend settings (JSON, from the exporter)")
     args = parser.parse_args(argv)
-    result = run(args)
+    result = run(args) if args.backend == "xnnpack" else run_vendor(args)
     Path(args.result).write_text(json.dumps(result, indent=2))
-    return 0 if result["parity"]["passed"] else 3
+    # A vendor artifact's parity is "not run" (None), which is not a failure; False is.
+    return 3 if result["parity"]["passed"] is False else 0
+
+
+def run_vendor(args: argparse.Namespace) -> dict[str, Any]:
+    """QNN / NeuroPilot through ExecuTorch's own scripts (export/vendor_backends.py)."""
+    from importlib.metadata import version
+
+    import torch
+
+    tools = {"executorch": version("executorch"), "torch": torch.__version__.split("+")[0]}
+    out = Path(args.out)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="et-", dir=out.parent) as scratch:
+        runner = vendor.run_qnn if args.backend == "qnn" else vendor.run_mediatek
+        result = runner(args, Path(scratch))
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
+    return {"tools": tools, "peak_rss_mb": peak, "worker_seconds": time.monotonic() - started, **result}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """manifest.json: what an artifact folder holds and how it was made (DESIGN.md, "Every export produces").
 
 Written last into the temporary folder of an export, just before it is renamed into place, so
-a folder with a manifest.json is a complete, parity-checked artifact.
+a folder with a manifest.json is a complete, parity-checked artifact; the one exception is an
+artifact for a vendor NPU (ExecuTorch QNN / NeuroPilot), whose engine runs only on the phone:
+its parity says `"passed": null` with the reason in `"skipped"`, never true.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Manifest:
     tools: dict[str, str]  # toolchain package -> version (plus the converter's source)
     export_seconds: float  # wall time of the export, source resolution excluded
     peak_rss_mb: float  # peak resident memory of the export's processes
-    parity: dict[str, Any]  # {"passed": bool, ...measured figures}; see export/parity.py
+    parity: dict[str, Any]  # {"passed": bool, ...measured figures} (export/parity.py), or {"passed": None, "skipped": why} when not run on the host
     source: dict[str, Any]  # {"checkpoint": path or hub id, "revision": commit or sha256, "kind": ...}
     recipe: dict[str, Any]  # the recipe row as exported
     recipe_sha256: str

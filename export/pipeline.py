@@ -112,7 +112,9 @@ def make_plans(model: str, formats: list[str], variant: str | None = None, root:
 def _variant_option(fmt: str, variant: str) -> dict[str, Any]:
     if fmt == "executorch" and variant.split("-")[0] in ("xnnpack", "mediatek", "qnn"):
         backend, _, qlinear = variant.partition("-")
-        return {"backend": backend, **({"qlinear": qlinear} if qlinear else {})}
+        # A vendor backend's suffix is its own quantization (qnn-16a4w, mediatek-a16w4), not XNNPACK's qlinear.
+        key = "qlinear" if backend == "xnnpack" else "vendor_quant"
+        return {"backend": backend, **({key: qlinear} if qlinear else {})}
     if fmt == "onnx" and "-" in variant:  # e.g. int4-xnnpack, int4-qnn
         precision, _, ep = variant.partition("-")
         return {"precision": precision, "execution_provider": ep}
@@ -173,6 +175,7 @@ def run_plan(plan: Plan, source: sources.Source) -> Path:
                 ) from None
             raise
         result = _read(result_file)
+        _check_parity_entry(result.get("parity"), plan)
         seconds = time.monotonic() - started
         manifest = Manifest(
             model=plan.recipe.key, format=plan.format, variant=plan.variant, files=file_entries(tmp),
@@ -219,6 +222,25 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _check_parity_entry(parity: Any, plan: Plan) -> None:
+    """passed must be True, or None for an artifact whose engine cannot run on the host (vendor NPU
+    backends: QNN HTP, NeuroPilot), and then only with the reason in "skipped", which the manifest keeps."""
+    if isinstance(parity, dict) and (parity.get("passed") is True or (
+            parity.get("passed") is None and "passed" in parity and str(parity.get("skipped") or "").strip())):
+        return
+    raise HarnessError(
+        f"The {plan.format} worker for {plan.recipe.key} returned no parity verdict ({parity!r}); nothing was kept. "
+        "This is a bug in export/: report it with the output above."
+    )
+
+
+def parity_line(parity: dict[str, Any]) -> str:
+    """How the console reports an artifact's parity."""
+    if parity.get("passed") is None:
+        return f"parity NOT run: {parity.get('skipped')}"
+    return f"parity passed: top-1 agreement {parity.get('top1_agreement')}"
+
+
 def _figures(parity: dict[str, Any]) -> str:
     keys = ("top1_agreement", "max_abs_diff", "rel_diff", "greedy_identical", "tokenizer_match", "criterion")
     return ", ".join(f"{k}={parity[k]}" for k in keys if k in parity)
@@ -240,6 +262,6 @@ def export(model: str, formats: str = "all", source: Path | None = None, *, dry_
         manifest = json.loads((out / "manifest.json").read_text())
         size = sum(f["bytes"] for f in manifest["files"])
         print(f"Wrote {out} ({size / 1e6:.1f} MB, {manifest['export_seconds']:.0f} s, "
-              f"parity passed: top-1 agreement {manifest['parity'].get('top1_agreement')})", flush=True)
+              f"{parity_line(manifest['parity'])})", flush=True)
         written.append(out)
     return written

@@ -61,7 +61,7 @@ _PHONE_FORMATS = {
 
 _TINY_FORMATS = {
     "gguf": {"quantization": "Q8_0", "min_top1": 0.8},
-    "executorch": {"backend": "xnnpack", "qlinear": "fp32", "qembedding": "none", "max_seq_len": 128},
+    "executorch": {"backend": "xnnpack", "qlinear": "fp32", "qembedding": "none", "max_seq_len": 2048},
     "onnx": {"precision": "fp32", "execution_provider": "cpu"},
     "mnn": {"quant_bit": 8},
 }

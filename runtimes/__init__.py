@@ -7,6 +7,7 @@ never imports an engine (or torch).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from eval.errors import HarnessError, unknown_name
@@ -22,11 +23,27 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("runtimes.onnxruntime:OnnxRuntimeGenaiRuntime", "make install-onnxruntime"),
 }
 
+# Runtimes whose engine lives in an export toolchain env (export/env.py) rather than the core
+# venv: name -> (the engine's top-level module, the env's format).  When the module is not
+# importable here, get_runtime runs the runtime in that env (runtimes/isolated.py).
+TOOLCHAIN_ENVS: dict[str, tuple[str, str]] = {
+    "executorch": ("executorch", "executorch"),
+    "mnn": ("MNN", "mnn"),
+}
 
-def get_runtime(name: str, **options: Any) -> Runtime:
-    """Instantiate the runtime registered as `name`."""
+
+def get_runtime(name: str, *, isolate: bool | None = None, **options: Any) -> Runtime:
+    """Instantiate the runtime registered as `name`.
+
+    isolate: None = in this process when its engine is importable here, else in its toolchain
+    env (created on first use); True / False force one or the other.
+    """
     if name not in REGISTRY:
         raise unknown_name("runtime", name, REGISTRY)
+    if isolate is None:
+        isolate = name in TOOLCHAIN_ENVS and importlib.util.find_spec(TOOLCHAIN_ENVS[name][0]) is None
+    if isolate:
+        return _isolated(name, options)
     target, install_hint = REGISTRY[name]
     module_name, class_name = target.split(":")
     try:
@@ -39,7 +56,20 @@ def get_runtime(name: str, **options: Any) -> Runtime:
     return getattr(module, class_name)(**options)
 
 
+def _isolated(name: str, options: dict[str, Any]) -> Runtime:
+    if name not in TOOLCHAIN_ENVS:
+        raise HarnessError(f"The '{name}' runtime has no toolchain env to run in; install it with "
+                           f"`{REGISTRY[name][1]}`.")
+    from export.env import ensure_env, env_dir
+
+    from .isolated import IsolatedRuntime
+
+    fmt = TOOLCHAIN_ENVS[name][1]
+    python = ensure_env(fmt)  # made once by `make export FORMAT=<fmt>`; made here if missing
+    return IsolatedRuntime(name, python, f"{fmt} toolchain env {env_dir(fmt)}", **options)
+
+
 __all__ = [
-    "REGISTRY", "Completion", "GenerationSettings", "Request", "Runtime", "RuntimeInfo",
+    "REGISTRY", "TOOLCHAIN_ENVS", "Completion", "GenerationSettings", "Request", "Runtime", "RuntimeInfo",
     "Timings", "get_runtime",
 ]

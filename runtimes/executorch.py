@@ -171,10 +171,18 @@ class ExecuTorchRuntime:
             out.append(generate(self._engine(), ids, settings, request.choices, self._load_ms))
         return out
 
+    @property
+    def max_context(self) -> int | None:
+        """Positions the .pte holds (its export's max_seq_len): prompt plus output."""
+        return self._model.max_seq_len if self._model is not None else None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
     def info(self) -> RuntimeInfo:
         from importlib.metadata import version
 
-        return RuntimeInfo(self.name, version("executorch"), {"backend": "xnnpack"})
+        return RuntimeInfo(self.name, version("executorch"), {"backend": "xnnpack", "threads": self.n_threads})
 
     def close(self) -> None:
         self._model = None

@@ -145,6 +145,9 @@ class MnnRuntime:
             messages=list(messages), add_generation_prompt=True, bos_token=self._jinja.get("bos", ""),
             eos_token=self._jinja.get("eos", ""))
 
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenize(text))
+
     def info(self) -> RuntimeInfo:
         from importlib.metadata import version
 

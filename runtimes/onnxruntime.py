@@ -153,6 +153,14 @@ class OnnxRuntimeGenaiRuntime:
             out.append(generate(self._engine(max_length), ids, settings, request.choices, self._load_ms))
         return out
 
+    @property
+    def max_context(self) -> int | None:
+        """The model's context_length from genai_config.json: prompt plus output."""
+        return self._context if self._model is not None else None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text))
+
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(self.name, getattr(self._og, "__version__", "unknown"),
                            {"execution_provider": self.execution_provider, "threads": self.n_threads})

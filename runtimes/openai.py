@@ -177,6 +177,14 @@ class OpenAIRuntime:
     # -- requests --
 
     def _generate_one(self, request: Request) -> Completion:
+        if request.choices is not None:
+            # The OpenAI API has no portable way to hold the output to a list of strings on
+            # /completions; answering free text would break the Request contract silently.
+            raise HarnessError(
+                "The openai runtime cannot hold the output to Request.choices (the incremental strategy's "
+                "questions): OpenAI-compatible APIs offer no portable constraint for it. Run the single-pass "
+                "strategy with this runtime, or incremental with --runtime llamacpp|onnxruntime|executorch|mnn."
+            )
         settings = request.settings
         body: dict[str, Any] = {
             "model": self.model,

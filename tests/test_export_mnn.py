@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from device_runner.run import RunOptions, run_host
 from export import env as export_env
 from export.__main__ import main
 
@@ -145,6 +146,13 @@ def test_tiny_llama_mnn_export(tmp_path):
     assert out["bos"] == [1] and out["encode"][0] != 1  # Engine.encode: no BOS
     assert out["decoded"] == "Ünïcode"  # byte-fallback tokens decode to the characters they spell
     assert out["choice"] in (" 12", " 15", " 47")
+    # The benchmark from the core venv (no MNN here): the runtime runs in the mnn env.
+    results = run_host(RunOptions(models=("tiny-llama",), runtimes=("mnn",), strategies=("incremental",),
+                                  sample_users=1, sample_sessions=12, out=tmp_path / "run", artifact=artifact,
+                                  progress=False))
+    [row] = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["runtime_details"]["process"].startswith("isolated: mnn toolchain env")
+    assert row["timings"]["requests"] > 0 and row["timings"]["generated_tokens"] >= row["timings"]["requests"]
 
 
 RUNTIME_CHECK = r'''

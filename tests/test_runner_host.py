@@ -69,7 +69,14 @@ def test_missing_export_names_the_make_command(tmp_path, capsys, monkeypatch):
     assert main(["--model", "qwen-2.5-3b", "--strategy", "incremental", "--data", "sample", "--sample-users", "1",
                  "--sample-sessions", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "make export MODEL=qwen-2.5-3b FORMAT=gguf" in err and "--gguf" in err
+    assert "make export MODEL=qwen-2.5-3b FORMAT=gguf" in err and "--artifact" in err
+
+
+def test_one_artifact_goes_with_one_runtime(tmp_path, capsys):
+    assert main(["--runtime", "llamacpp,onnxruntime", "--artifact", str(tmp_path), "--strategy", "incremental",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "one --model and one --runtime" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "results.jsonl").exists()
 
 
 def test_parse_users():
