@@ -28,7 +28,7 @@ FORMAT ?= all
 BENCH_OUT ?= results/bench
 BENCH_USERS ?= 0-1
 
-.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy synth clean
+.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy bench-runtimes synth clean
 
 help:
 	@echo "make bench   - run the benchmark on this machine (llama.cpp, default model, generated data)"
@@ -98,6 +98,14 @@ bench-accuracy: $(VENV)/.llamacpp
 	@test -d $(DEV_DATA) || { echo "No data at $(DEV_DATA): pass DEV_DATA=folder (the three EdgeWisePersona files)."; exit 2; }
 	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
 		--strategy rules,incremental,single-pass --data $(DEV_DATA) --out results/accuracy-dev --resume
+
+# The same benchmark on every host runtime, one thread each, on the model's exports (make
+# export MODEL=$(MODEL) FORMAT=all first; llama.cpp runs the packaged GGUF they came from).
+# DEV_DATA when it exists, else the generated sample.
+RUNTIMES ?= llamacpp,onnxruntime,executorch,mnn
+bench-runtimes: $(VENV)/.llamacpp $(VENV)/.onnxruntime
+	$(PY) -m device_runner --device host --model $(MODEL) --runtime $(RUNTIMES) --strategy incremental \
+		--threads 1 --data $(if $(wildcard $(DEV_DATA)),$(DEV_DATA),sample) --out results/runtimes --resume
 
 clean:
 	rm -rf $(VENV) results data/sample .pytest_cache

@@ -530,6 +530,19 @@ class _SharedResults:
             self._results.append(row)
 
 
+def _check_phone_artifact(runtime: str, artifact: Path) -> None:
+    """ExecuTorch .pte files for a vendor NPU need that vendor's runner, which this runner does not drive."""
+    config = artifact / "pte_config.json" if artifact.is_dir() else artifact.parent / "pte_config.json"
+    backend = json.loads(config.read_text()).get("backend", "xnnpack") if config.is_file() else "xnnpack"
+    if runtime == "executorch" and backend != "xnnpack":
+        runner = {"qnn": "qnn_llama_runner", "mediatek": "mtk_llama_executor_runner"}.get(backend, "its own runner")
+        raise HarnessError(
+            f"{artifact} is an ExecuTorch export for the {backend} backend; it runs with executorch's {runner}, "
+            "which device_runner does not drive yet (android/run_executorch.sh runs llama_main on XNNPACK .pte "
+            "files). Run that runner on the phone by hand, or export with backend xnnpack for device_runner."
+        )
+
+
 def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOptions) -> Path:
     """Run the plan on every phone in parallel; returns the results file.  A phone that fails
     stops alone; the error lists every stopped phone after the others finished."""
@@ -550,6 +563,8 @@ def run_devices(options: RunOptions, serials: list[str], phone_options: PhoneOpt
     needs_model = any(get_strategy(s).needs_model for s in options.strategies)
     artifacts = {(model, runtime): resolve_artifact(model, runtime, options.artifact)
                  for model in options.models for runtime in options.runtimes} if needs_model else {}
+    for (model, runtime), artifact in artifacts.items():
+        _check_phone_artifact(runtime, artifact)
     users, data_info = load_data(options)
     chosen = parse_users(options.users, len(users))
     results = _SharedResults(ResultsFile(options.out / "results.jsonl", options.resume))

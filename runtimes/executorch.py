@@ -101,10 +101,12 @@ class ExecuTorchRuntime:
     name = "executorch"
 
     def __init__(self, n_threads: int | None = None) -> None:
-        torch, _ = _import_executorch()
+        torch, portable_lib = _import_executorch()
         if n_threads:
             torch.set_num_threads(int(n_threads))
-        self.n_threads = n_threads
+            # XNNPACK's kernels run on ExecuTorch's own threadpool, not torch's.
+            portable_lib._unsafe_reset_threadpool(int(n_threads))
+        self.n_threads = int(portable_lib._threadpool_get_thread_count())
         self._model: PteModel | None = None
         self._load_ms: float | None = None
 

@@ -277,6 +277,13 @@ def test_wrong_serial_and_missing_artifact_are_sentences(phone: FakeAdbd, key: P
     assert _run(phone, key, tmp_path / "o3", "--strategy", "incremental", "--runtime", "mnn") == 2
     err = capsys.readouterr().err
     assert "mnn" in err
+    qnn = tmp_path / "executorch-qnn-16a4w"
+    qnn.mkdir()
+    (qnn / "pte_config.json").write_text('{"backend": "qnn"}')
+    assert _run(phone, key, tmp_path / "o4", "--strategy", "incremental", "--runtime", "executorch",
+                "--artifact", str(qnn)) == 2
+    assert "runs with executorch's qnn_llama_runner" in capsys.readouterr().err
+    assert not (tmp_path / "o4" / "results.jsonl").exists()
 
 
 # ---- runs with the model (host llama.cpp binaries inside the fake phone) -------------------
