@@ -71,6 +71,14 @@ def test_tiny_gemma3_executorch_past_the_sliding_window(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-phi3"])
+def test_other_architectures_export_exactly(model, tmp_path):
+    assert main(["--model", model, "--format", "executorch", "--out", str(tmp_path)]) == 0
+    parity = json.loads((tmp_path / model / "executorch" / "manifest.json").read_text())["parity"]
+    assert parity["passed"] and parity["mode"] == "exact" and parity["greedy_identical"]
+
+
+@pytest.mark.slow
 def test_tiny_llama_executorch_8da4w_is_quantized_and_close(tmp_path):
     assert main(["--model", "tiny-llama", "--format", "executorch", "--variant", "8da8w", "--out", str(tmp_path)]) == 0
     parity = json.loads((tmp_path / "tiny-llama" / "executorch-8da8w" / "manifest.json").read_text())["parity"]
