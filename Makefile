@@ -131,7 +131,7 @@ export-plan: $(VENV)/.core
 # Host runtime for the ONNX artifacts (runtimes/onnxruntime.py) in the core venv; no torch.
 ONNXRUNTIME_GENAI_VERSION := 0.15.2
 $(VENV)/.onnxruntime: $(VENV)/.core
-	$(PIP) install -q 'onnxruntime-genai==$(ONNXRUNTIME_GENAI_VERSION)' 'jinja2>=3.1'
+	$(PIP) install -q 'onnxruntime-genai==$(ONNXRUNTIME_GENAI_VERSION)' 'jinja2>=3.1' 'llguidance==1.9.1'
 	@touch $@
 
 install-onnxruntime: $(VENV)/.onnxruntime

@@ -7,13 +7,17 @@ new sequence.  The kernels it uses (custom SDPA / KV cache, quantized embeddings
 registered before loading, hence the two imports in `_import_executorch`.
 
 Tokens are chosen by runtimes/_decode.py (greedy / temperature, stop strings,
-`Request.choices`).  `Request.json_schema` raises HarnessError (not supported here).
-Needs executorch 1.5.1 (+ transformers for the tokenizer): the executorch toolchain env
-(export/requirements/executorch.txt) has both.
+`Request.choices`, `Request.json_schema`).  The schema's token masks come from llguidance,
+whose tokenizer is built from the very tokenizer that encodes the prompts (transformers' fast
+tokenizer, serialised as tokenizer.json; for a checkpoint with only tokenizer.model, the one
+transformers converted it to).
+Needs executorch 1.5.1 (+ transformers for the tokenizer, llguidance for schemas): the
+executorch toolchain env (export/requirements/executorch.txt) has them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, check_request, generate
+from ._decode import Engine, check_request, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "the executorch toolchain env (export/requirements/executorch.txt; `make export FORMAT=executorch` makes it)"
@@ -109,6 +113,7 @@ class ExecuTorchRuntime:
         self.n_threads = int(portable_lib._threadpool_get_thread_count())
         self._model: PteModel | None = None
         self._load_ms: float | None = None
+        self._grammar_tokenizer: Any = None
 
     def load(self, artifact: str) -> None:
         path = Path(artifact)
@@ -125,6 +130,7 @@ class ExecuTorchRuntime:
         self._model = PteModel(pte, config.get("max_seq_len"))
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         self._folder = folder
+        self._grammar_tokenizer = None
         self._load_ms = (time.perf_counter() - start) * 1000.0
         eos = self._tokenizer.eos_token_id
         gen = folder / "generation_config.json"
@@ -148,7 +154,24 @@ class ExecuTorchRuntime:
         return Engine(prefill=prefill, step=step,
                       encode=lambda text: list(self._tokenizer.encode(text, add_special_tokens=False)),
                       decode=lambda ids: self._tokenizer.decode(list(ids), skip_special_tokens=True),
-                      eos=self._eos)
+                      eos=self._eos, grammar_tokenizer=self._grammar)
+
+    def _grammar(self, width: int) -> Any:
+        """llguidance's tokenizer for JSON-schema masks, from the prompt tokenizer itself (built once)."""
+        if self._grammar_tokenizer is None:
+            backend = getattr(self._tokenizer, "backend_tokenizer", None)
+            if backend is not None:
+                backend = copy.copy(backend)  # serialised without padding / truncation, as llguidance expects
+                backend.no_padding()
+                backend.no_truncation()
+                text = backend.to_str()
+            elif (self._folder / "tokenizer.json").is_file():
+                text = (self._folder / "tokenizer.json").read_text(encoding="utf-8")
+            else:
+                raise HarnessError(f"JSON-schema decoding needs a fast (tokenizer.json) tokenizer, which transformers "
+                                   f"could not make for {self._folder}; use Request.choices or the llamacpp runtime.")
+            self._grammar_tokenizer = grammar_tokenizer_from_json(text, self._eos, INSTALL_HINT)
+        return self._grammar_tokenizer
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         out = []
@@ -170,7 +193,7 @@ class ExecuTorchRuntime:
             if settings.max_tokens > room:
                 settings = type(settings)(max_tokens=room, temperature=settings.temperature, seed=settings.seed,
                                           stop=settings.stop)
-            out.append(generate(self._engine(), ids, settings, request.choices, self._load_ms))
+            out.append(generate(self._engine(), ids, settings, request.choices, self._load_ms, request.json_schema))
         return out
 
     @property

@@ -3,12 +3,18 @@
 Facts about MNN.llm's Python API (MNN 3.6.1) that shape this adapter:
   - `Llm.forward(ids)` returns the logits of the last position as a view of MNN's output
     buffer, which the next forward overwrites (copied here at once);
-  - the adapter chooses tokens itself (runtimes/_decode.py), which gives `Request.choices`;
+  - the adapter chooses tokens itself (runtimes/_decode.py), which gives `Request.choices`
+    and `Request.json_schema`;
   - `Llm.generate(ids)` returns [] (not used);
   - reading the context after invalid UTF-8 output can crash, so nothing here reads it.
 The import of MNN is guarded like the exporter's (export/mnn.py: block_telemetry), since
-pymnn's tools send usage telemetry.  `Request.json_schema` raises HarnessError.
-Needs MNN==3.6.1: the mnn toolchain env (export/requirements/mnn.txt) has it.
+pymnn's tools send usage telemetry.
+JSON schema: llguidance's token masks must be over MNN's own ids, and the artifact has only
+MNN's tokenizer (tokenizer.mtok / .txt, no tokenizer.json), so the mask's tokenizer is built
+from it: every id decoded by MNN (the same per-token decode that makes the output text), the
+special ids (never text) and stop ids from the tokenizer file's header.  Built once per
+model (0.15 s of decoding for Gemma 3's 262k ids, plus about 1 s in llguidance).
+Needs MNN==3.6.1 (and llguidance for schemas): the mnn toolchain env (export/requirements/mnn.txt) has them.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, check_request, generate
+from ._decode import Engine, check_request, generate, grammar_tokenizer_from_pieces
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "the mnn toolchain env (export/requirements/mnn.txt; `make export FORMAT=mnn` makes it)"
@@ -35,6 +41,23 @@ def _import_mnn() -> Any:
     except ModuleNotFoundError as exc:
         raise HarnessError(f"The 'mnn' runtime needs the Python package '{exc.name}'; run it in {INSTALL_HINT}.") from exc
     return llm
+
+
+def tokenizer_header(path: Path) -> tuple[set[int], set[int]]:
+    """(special ids, stop ids) from the header of a tokenizer.mtok / tokenizer.txt.
+
+    Its first three lines are "magic type", "n_special n_stop n_prefix" and those ids (see
+    export/mnn.py, _fix_prefix).
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.readline()
+            n_special, n_stop, _ = (int(x) for x in handle.readline().split())
+            ids = [int(x) for x in handle.readline().split()]
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"Could not read the special tokens from {path} ({exc}); JSON-schema decoding needs them. "
+                           "Re-export with `make export MODEL=... FORMAT=mnn`.") from exc
+    return set(ids[:n_special]), set(ids[n_special:n_special + n_stop])
 
 
 class MnnModel:
@@ -79,6 +102,16 @@ class MnnModel:
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self.llm.tokenizer_encode(text)]
 
+    def pieces(self, count: int) -> list[bytes]:
+        """The bytes of each of the first `count` ids, as decode() gives them one by one."""
+        out = []
+        for t in range(count):
+            try:
+                out.append(self.llm.tokenizer_decode(t).encode())
+            except UnicodeDecodeError as exc:  # a byte-fallback token: its byte
+                out.append(exc.object)
+        return out
+
     def decode(self, ids: list[int]) -> str:
         # A byte-fallback token (one byte of a UTF-8 character) decodes to invalid UTF-8, which
         # pymnn raises as UnicodeDecodeError; its .object holds the bytes, joined here.
@@ -100,6 +133,7 @@ class MnnRuntime:
         _import_mnn()
         self.n_threads = n_threads
         self._model: MnnModel | None = None
+        self._grammar_tokenizer: Any = None
 
     def load(self, artifact: str) -> None:
         folder = Path(artifact)
@@ -108,6 +142,7 @@ class MnnRuntime:
         self._model = MnnModel(folder, self.n_threads)
         self._load_ms = (time.perf_counter() - start) * 1000.0
         self._folder = folder
+        self._grammar_tokenizer = None
         llm_config = json.loads((folder / "llm_config.json").read_text()) if (folder / "llm_config.json").is_file() else {}
         self._jinja = llm_config.get("jinja", {})
         eos_text = self._jinja.get("eos")
@@ -118,7 +153,20 @@ class MnnRuntime:
         # MNN's encode puts the tokenizer's prefix ids (BOS) before every text; Engine.encode has none.
         prefix = len(model.tokenize(""))
         return Engine(prefill=model.prefill, step=model.step,
-                      encode=lambda text: model.tokenize(text)[prefix:], decode=model.decode, eos=self._eos)
+                      encode=lambda text: model.tokenize(text)[prefix:], decode=model.decode, eos=self._eos,
+                      grammar_tokenizer=self._grammar)
+
+    def _grammar(self, width: int) -> Any:
+        """llguidance's tokenizer for JSON-schema masks, from MNN's own tokenizer (built once per model)."""
+        if self._grammar_tokenizer is None:
+            model = self._model
+            config = json.loads((self._folder / "config.json").read_text())
+            special, stop = tokenizer_header(self._folder / config.get("tokenizer_file", "tokenizer.mtok"))
+            prefix = len(model.tokenize(""))
+            self._grammar_tokenizer = grammar_tokenizer_from_pieces(
+                model.pieces(width), special | stop, self._eos or stop, lambda text: model.tokenize(text)[prefix:],
+                INSTALL_HINT)
+        return self._grammar_tokenizer
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         out = []
@@ -132,7 +180,8 @@ class MnnRuntime:
                 text = render_chat(self._folder, request.messages) if (self._folder / "tokenizer_config.json").is_file() \
                     else self._render(request.messages)
             ids = self._model.tokenize(text)
-            out.append(generate(self._engine(), ids, request.settings, request.choices, self._load_ms))
+            out.append(generate(self._engine(), ids, request.settings, request.choices, self._load_ms,
+                                request.json_schema))
         return out
 
     def _render(self, messages: tuple[dict[str, str], ...]) -> str:

@@ -1,9 +1,10 @@
 """ONNX Runtime GenAI on the host (`make install-onnxruntime`): runs the artifacts of `make export FORMAT=onnx`.
 
 The adapter drives onnxruntime-genai's Generator token by token (append_tokens / get_logits)
-and chooses tokens itself (runtimes/_decode.py), so `Request.choices` works the same as on
-the other engines.  `Request.json_schema` is not supported here: it raises HarnessError
-(use the llamacpp runtime, whose grammar sampler enforces the schema).
+and chooses tokens itself (runtimes/_decode.py), so `Request.choices` and `Request.json_schema`
+work the same as on the other engines.  The schema's token masks come from llguidance, whose
+tokenizer is built from the artifact's tokenizer.json (the file onnxruntime-genai tokenizes
+with) in Rust: the core venv needs neither transformers nor torch for it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, check_request, generate
+from ._decode import Engine, check_request, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "make install-onnxruntime"
@@ -95,6 +96,7 @@ class OnnxRuntimeGenaiRuntime:
         self._model = None
         self._folder: Path | None = None
         self._load_ms: float | None = None
+        self._grammar_tokenizer: Any = None
 
     def load(self, artifact: str) -> None:
         folder = Path(artifact)
@@ -114,6 +116,7 @@ class OnnxRuntimeGenaiRuntime:
         self._model = self._og.Model(config)
         self._tokenizer = self._og.Tokenizer(self._model)
         self._folder = folder
+        self._grammar_tokenizer = None
         self._load_ms = (time.perf_counter() - start) * 1000.0
         model = _config(folder).get("model", {})
         eos = model.get("eos_token_id", [])
@@ -137,7 +140,18 @@ class OnnxRuntimeGenaiRuntime:
         return Engine(prefill=prefill, step=step,
                       encode=lambda text: [int(t) for t in self._tokenizer.encode(text)],
                       decode=lambda ids: self._tokenizer.decode(np.asarray(list(ids), dtype=np.int32)),
-                      eos=self._eos)
+                      eos=self._eos, grammar_tokenizer=self._grammar)
+
+    def _grammar(self, width: int) -> Any:
+        """llguidance's tokenizer for JSON-schema masks, from the artifact's tokenizer.json (built once)."""
+        if self._grammar_tokenizer is None:
+            path = self._folder / "tokenizer.json"
+            if not path.is_file():
+                raise HarnessError(f"JSON-schema decoding needs the model's tokenizer.json, which {self._folder} lacks; "
+                                   "re-export with `make export MODEL=... FORMAT=onnx` or use Request.choices.")
+            self._grammar_tokenizer = grammar_tokenizer_from_json(path.read_text(encoding="utf-8"), self._eos,
+                                                                  INSTALL_HINT + " installs it")
+        return self._grammar_tokenizer
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         out = []
@@ -150,7 +164,8 @@ class OnnxRuntimeGenaiRuntime:
                 raise HarnessError(f"The prompt has {len(ids)} tokens but the model's context holds {self._context}; "
                                    "shorten the prompt.")
             max_length = min(self._context, len(ids) + settings.max_tokens + 1)
-            out.append(generate(self._engine(max_length), ids, settings, request.choices, self._load_ms))
+            out.append(generate(self._engine(max_length), ids, settings, request.choices, self._load_ms,
+                                request.json_schema))
         return out
 
     @property

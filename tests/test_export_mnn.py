@@ -146,6 +146,9 @@ def test_tiny_llama_mnn_export(tmp_path):
     assert out["bos"] == [1] and out["encode"][0] != 1  # Engine.encode: no BOS
     assert out["decoded"] == "Ünïcode"  # byte-fallback tokens decode to the characters they spell
     assert out["choice"] in (" 12", " 15", " 47")
+    # JSON schema (llguidance masks over MNN's own token ids): valid JSON from the tiny model.
+    text, finish = out["schema"]
+    assert finish == "stop" and set(json.loads(text)) == {"on"} and isinstance(json.loads(text)["on"], bool), text
     # The benchmark from the core venv (no MNN here): the runtime runs in the mnn env.
     results = run_host(RunOptions(models=("tiny-llama",), runtimes=("mnn",), strategies=("incremental",),
                                   sample_users=1, sample_sessions=12, out=tmp_path / "run", artifact=artifact,
@@ -167,5 +170,8 @@ out = {"bos": model.tokenize(""), "encode": engine.encode("The TV"),
 [completion] = runtime.generate([Request(prompt="The TV volume is", choices=(" 12", " 15", " 47"),
                                          settings=GenerationSettings(max_tokens=6, temperature=0))])
 out["choice"] = completion.text
+schema = {"type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"], "additionalProperties": False}
+[completion] = runtime.generate([Request(prompt="Lights:", json_schema=schema, settings=GenerationSettings(max_tokens=30))])
+out["schema"] = [completion.text, completion.finish_reason]
 print("RESULT " + json.dumps(out))
 '''
