@@ -158,4 +158,4 @@ android: $(VENV)/.core
 devices: $(VENV)/.adb
 	$(PY) -m device_runner devices
 
-test test-all: android-host
+test test-all: android-host $(VENV)/.onnxruntime

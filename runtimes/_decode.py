@@ -54,6 +54,8 @@ class Engine:
     # Logits width -> llguidance.LLTokenizer over the same ids (for Request.json_schema); the
     # runtime builds it once per model (see grammar_tokenizer_from_json / _from_pieces).
     grammar_tokenizer: Callable[[int], Any] | None = None
+    # How many prompt tokens the last prefill took from the engine's KV cache instead of evaluating.
+    reused: Callable[[], int] = lambda: 0
 
 
 class _Text:
@@ -234,6 +236,7 @@ def generate(engine: Engine, prompt_ids: list[int], settings: GenerationSettings
     start = time.perf_counter()
     logits = np.asarray(engine.prefill(prompt_ids), dtype=np.float32)
     prefill_s = time.perf_counter() - start
+    reused = engine.reused()
     text_of = _Text(engine, prompt_ids[-1] if prompt_ids else None)
     generated: list[int] = []
     first_at = last_at = None
@@ -294,9 +297,9 @@ def generate(engine: Engine, prompt_ids: list[int], settings: GenerationSettings
     n = len(generated)
     return Completion(text=text, finish_reason=finish, timings=Timings(
         load_ms=load_ms, ttft_ms=(first_at - start) * 1000.0 if first_at is not None else None,
-        prefill_tps=len(prompt_ids) / prefill_s if prefill_s > 0 else None,
+        prefill_tps=(len(prompt_ids) - reused) / prefill_s if prefill_s > 0 and len(prompt_ids) > reused else None,
         decode_tps=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
-        prompt_tokens=len(prompt_ids), prompt_tokens_evaluated=len(prompt_ids), generated_tokens=n,
+        prompt_tokens=len(prompt_ids), prompt_tokens_evaluated=len(prompt_ids) - reused, generated_tokens=n,
         peak_rss_mb=peak_rss_mb(), sampling_ms=sampling_s * 1000.0, total_ms=(end - start) * 1000.0,
     ))
 

@@ -80,7 +80,8 @@ class OnnxRuntimeGenaiRuntime:
 
     name = "onnxruntime"
 
-    def __init__(self, execution_provider: str = "cpu", n_threads: int | None = None) -> None:
+    def __init__(self, execution_provider: str = "cpu", n_threads: int | None = None,
+                 cache_tokens: int = 4096) -> None:
         try:
             import numpy as np
             import onnxruntime_genai as og
@@ -93,6 +94,11 @@ class OnnxRuntimeGenaiRuntime:
         self._np = np
         self.execution_provider = execution_provider
         self.n_threads = n_threads  # ORT's intra-op threads (None: its default)
+        # Positions of the KV cache kept across requests (more only when a request needs them).
+        self.cache_tokens = int(cache_tokens)
+        self._generator: Any = None
+        self._generator_length = 0
+        self._sequence: list[int] = []
         self._model = None
         self._folder: Path | None = None
         self._load_ms: float | None = None
@@ -113,6 +119,7 @@ class OnnxRuntimeGenaiRuntime:
         if self.n_threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                 "intra_op_num_threads": int(self.n_threads)}}}}))
+        self._generator, self._generator_length, self._sequence = None, 0, []
         self._model = self._og.Model(config)
         self._tokenizer = self._og.Tokenizer(self._model)
         self._folder = folder
@@ -123,24 +130,49 @@ class OnnxRuntimeGenaiRuntime:
         self._eos = set(eos if isinstance(eos, list) else [eos])
         self._context = int(model.get("context_length") or 4096)
 
-    def _engine(self, max_length: int) -> Engine:
+    def _engine(self, needed: int) -> Engine:
+        """One request's view of the kept generator (`needed`: prompt + max_tokens + 1 positions).
+
+        The generator is kept across requests with the tokens in its KV cache: a prompt that starts
+        like them continues after the shared part (rewind_to), as llama.cpp's prefix reuse does,
+        so the incremental strategy's fixed instructions are evaluated once.  Gemma 3's sliding
+        window lives in the ONNX graph over a full-length cache, so rewinding is exact there too
+        (tests/test_export_onnx.py compares the logits with a fresh generator's).
+        """
         og, np = self._og, self._np
-        params = og.GeneratorParams(self._model)
-        params.set_search_options(max_length=max_length, do_sample=False)
-        generator = og.Generator(self._model, params)
+        state = {"reused": 0}
 
         def prefill(ids: list[int]) -> Any:
-            generator.append_tokens(np.asarray(ids, dtype=np.int32))
-            return generator.get_logits()[0, -1]
+            keep = 0
+            if self._generator is not None and needed <= self._generator_length:
+                for a, b in zip(self._sequence, ids[:-1]):  # at least one token is evaluated, for its logits
+                    if a != b:
+                        break
+                    keep += 1
+            if keep == 0:
+                length = min(self._context, max(needed, self.cache_tokens))
+                params = og.GeneratorParams(self._model)
+                params.set_search_options(max_length=length, do_sample=False)
+                self._generator, self._generator_length, self._sequence = None, 0, []
+                self._generator = og.Generator(self._model, params)
+                self._generator_length = length
+            elif keep < len(self._sequence):
+                self._generator.rewind_to(keep)
+                del self._sequence[keep:]
+            self._generator.append_tokens(np.asarray(ids[keep:], dtype=np.int32))
+            self._sequence.extend(ids[keep:])
+            state["reused"] = keep
+            return self._generator.get_logits()[0, -1]
 
         def step(token: int) -> Any:
-            generator.append_tokens(np.asarray([token], dtype=np.int32))
-            return generator.get_logits()[0, -1]
+            self._generator.append_tokens(np.asarray([token], dtype=np.int32))
+            self._sequence.append(int(token))
+            return self._generator.get_logits()[0, -1]
 
         return Engine(prefill=prefill, step=step,
                       encode=lambda text: [int(t) for t in self._tokenizer.encode(text)],
                       decode=lambda ids: self._tokenizer.decode(np.asarray(list(ids), dtype=np.int32)),
-                      eos=self._eos, grammar_tokenizer=self._grammar)
+                      eos=self._eos, grammar_tokenizer=self._grammar, reused=lambda: state["reused"])
 
     def _grammar(self, width: int) -> Any:
         """llguidance's tokenizer for JSON-schema masks, from the artifact's tokenizer.json (built once)."""
@@ -163,8 +195,8 @@ class OnnxRuntimeGenaiRuntime:
             if len(ids) + 1 >= self._context:
                 raise HarnessError(f"The prompt has {len(ids)} tokens but the model's context holds {self._context}; "
                                    "shorten the prompt.")
-            max_length = min(self._context, len(ids) + settings.max_tokens + 1)
-            out.append(generate(self._engine(max_length), ids, settings, request.choices, self._load_ms,
+            needed = min(self._context, len(ids) + settings.max_tokens + 1)
+            out.append(generate(self._engine(needed), ids, settings, request.choices, self._load_ms,
                                 request.json_schema))
         return out
 
@@ -181,5 +213,6 @@ class OnnxRuntimeGenaiRuntime:
                            {"execution_provider": self.execution_provider, "threads": self.n_threads})
 
     def close(self) -> None:
+        self._generator, self._generator_length, self._sequence = None, 0, []
         self._model = None
         self._tokenizer = None

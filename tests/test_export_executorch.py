@@ -58,6 +58,7 @@ def test_tiny_llama_executorch_export_parity_and_runtime(tmp_path):
         assert runtime.count_tokens("lights on") >= 2
     finally:
         runtime.close()
+    _check_prefix_reuse(folder, "The kitchen lights turn on every evening when it rains. " * 4)
 
     # The whole benchmark on the .pte: the incremental strategy (choices) end to end, one user.
     results = run_host(RunOptions(models=("tiny-llama",), runtimes=("executorch",), strategies=("incremental",),
@@ -70,12 +71,40 @@ def test_tiny_llama_executorch_export_parity_and_runtime(tmp_path):
     assert 0.0 <= rows[0]["score"]["jaccard.flattened"] <= 1.0
 
 
+def _check_prefix_reuse(folder, prefix: str, tails=(" The TV volume is", " The speaker volume is"),
+                       reused: bool = True) -> None:
+    """The .pte's KV cache is reused after a shared prefix (when safe), and gives what a fresh run gives."""
+    questions = [prefix + tail for tail in tails]
+    kept, fresh = get_runtime("executorch"), get_runtime("executorch")
+    try:
+        kept.load(str(folder))
+        fresh.load(str(folder))
+        first, second = kept.generate([Request(prompt=q, settings=GenerationSettings(max_tokens=6)) for q in questions])
+        [alone] = fresh.generate([Request(prompt=questions[1], settings=GenerationSettings(max_tokens=6))])
+    finally:
+        kept.close()
+        fresh.close()
+    assert first.timings.prompt_tokens_evaluated == first.timings.prompt_tokens
+    if reused:
+        assert 0 < second.timings.prompt_tokens_evaluated < second.timings.prompt_tokens / 3
+    else:
+        assert second.timings.prompt_tokens_evaluated == second.timings.prompt_tokens
+    assert second.text == alone.text  # greedy: the same tokens with or without the reused prefix
+
+
 @pytest.mark.slow
 def test_tiny_gemma3_executorch_past_the_sliding_window(tmp_path):
     assert main(["--model", "tiny-gemma3", "--format", "executorch", "--out", str(tmp_path)]) == 0
     parity = json.loads((tmp_path / "tiny-gemma3" / "executorch" / "manifest.json").read_text())["parity"]
     assert parity["passed"] and parity["greedy_identical"] and parity["sliding_window"] == 16
     assert max(p["tokens"] for p in parity["prompts"]) > 16
+    folder = tmp_path / "tiny-gemma3" / "executorch"
+    prefix = "The kitchen lights turn on every evening when it rains. " * 4  # well past the window of 16
+    # The first sequence runs a few tokens past the shared prefix: within the window, reused ...
+    _check_prefix_reuse(folder, prefix)
+    # ... and a whole window beyond it, the ring cache lost positions the prefix needs: evaluated anew.
+    _check_prefix_reuse(folder, prefix, (" " + "and the blinds close slowly in the late evening " * 3, " The TV is"),
+                        reused=False)
 
 
 @pytest.mark.slow

@@ -84,6 +84,31 @@ def test_tiny_llama_onnx_export_parity_and_runtime(tmp_path):
         finally:
             rt.close()
         _assert_on_json(done.text, done.finish_reason)
+        _check_prefix_reuse(folder)
+
+
+def _check_prefix_reuse(folder):
+    """The kept generator continues after a shared prefix, and gives what a fresh one gives."""
+    from runtimes.onnxruntime import OnnxRuntimeGenaiRuntime
+
+    prefix = "The kitchen lights turn on every evening when it rains. " * 4
+    questions = [prefix + "The TV volume is", prefix + "The speaker volume is"]
+    kept = OnnxRuntimeGenaiRuntime()
+    kept.load(str(folder))
+    try:
+        first, second = kept.generate([Request(prompt=q, settings=GenerationSettings(max_tokens=8)) for q in questions])
+    finally:
+        kept.close()
+    assert first.timings.prompt_tokens_evaluated == first.timings.prompt_tokens
+    assert 0 < second.timings.prompt_tokens_evaluated < second.timings.prompt_tokens / 3  # the prefix came from the cache
+    fresh = OnnxRuntimeGenaiRuntime()
+    fresh.load(str(folder))
+    try:
+        [alone] = fresh.generate([Request(prompt=questions[1], settings=GenerationSettings(max_tokens=8))])
+    finally:
+        fresh.close()
+    assert alone.timings.prompt_tokens_evaluated == alone.timings.prompt_tokens
+    assert second.text == alone.text  # greedy: the same tokens with or without the reused prefix
 
 
 # Closed, so that a random model cannot wander into extra keys with endless strings.
