@@ -143,6 +143,10 @@ class ExecuTorchExporter:
                 f"{options.get('max_seq_len', 2048)} (optimum-executorch 1.1.0, executorch 1.5.1)",
                 f"parity through the ExecuTorch Python runtime: {check} vs transformers"]
 
+    def extra_envs(self, options: dict[str, Any]) -> list[str]:
+        """Toolchain envs besides this format's own that the export runs in."""
+        return ["executorch-qnn"] if _backend(options) == "qnn" else []
+
     def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
         from .recipes import get_recipe
 

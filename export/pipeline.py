@@ -143,10 +143,12 @@ def print_plan(plans: list[Plan], source: Path | None, out=None) -> None:
     print(f"Export plan for {recipe.key} ({recipe.architecture})", file=out)
     print(f"  checkpoint: {sources.describe(recipe, source)}", file=out)
     for plan in plans:
-        env = env_dir(plan.format)
-        state = "ready" if env_ready(plan.format) else "created on first use"
         print(f"  {plan.format} [{plan.variant}] -> {plan.out}", file=out)
-        print(f"    toolchain env: {env} ({state}, from {requirements_file(plan.format).relative_to(ROOT)})", file=out)
+        extra_envs = getattr(get_exporter(plan.format), "extra_envs", lambda options: [])(plan.options)
+        for name in [plan.format, *extra_envs]:  # e.g. QNN's script runs in an env of its own
+            state = "ready" if env_ready(name) else "created on first use"
+            print(f"    toolchain env: {env_dir(name)} ({state}, from {requirements_file(name).relative_to(ROOT)})",
+                  file=out)
         for step in plan.steps:
             print(f"    - {step}", file=out)
 

@@ -14,6 +14,7 @@ import json
 import pytest
 
 from device_runner.run import RunOptions, run_host
+from export import env as export_env
 from export.__main__ import main
 from export.manifest import verify
 from runtimes import GenerationSettings, Request, get_runtime
@@ -167,6 +168,7 @@ def test_qnn_variant_soc_and_dry_run_plan(tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "--compile_only --soc_model SM8750" in out and " -F " in out and "parity: not run" in out
+    assert f"toolchain env: {export_env.env_dir('executorch-qnn')}" in out  # where the QNN script runs
     with pytest.raises(HarnessError, match="VARIANT=qnn-16a4w"):
         pipeline.make_plans("phi-4-mini", ["executorch"], "qnn-8da4w")
     monkeypatch.setenv("QNN_SOC_MODEL", "SM9999")
