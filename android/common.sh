@@ -1,6 +1,43 @@
-# Shared by android/run_<engine>.sh, sourced after their arguments are read (uses $AFFINITY).
+# Shared by android/run_<engine>.sh, sourced first (it only defines things).
 # POSIX sh: runs under Android's mksh/toybox, busybox ash and Linux sh alike.
-# Defines now_ms, wall_ms and measured; sets TIMEV, RSS_DIV and PIN.
+# read_args, require_requests, use_engine_libs, refuse_grammar: the scripts' common front;
+# now_ms, wall_ms, setup_measuring (TIMEV, RSS_DIV, PIN), measured and end_record: timing,
+# peak RSS and each record's tail.
+
+# read_args "$@": sets BIN, MODEL, CASE, AFFINITY, and THREADS / CTX (whose defaults a script may
+# set before calling it); an unknown argument ends the script.
+read_args() {
+    BIN=; MODEL=; CASE=; AFFINITY=; THREADS=${THREADS-}; CTX=${CTX-}
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --bin) BIN=$2; shift 2 ;;
+            --model) MODEL=$2; shift 2 ;;
+            --case) CASE=$2; shift 2 ;;
+            --threads) THREADS=$2; shift 2 ;;
+            --ctx) CTX=$2; shift 2 ;;  # run_llamacpp.sh's context; the other runners bound each request
+            --affinity) AFFINITY=$2; shift 2 ;;
+            *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
+        esac
+    done
+}
+
+require_requests() {
+    [ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+}
+
+# The engine's shared libraries: beside the runner binary, or in ../lib (android/build.sh's layout).
+use_engine_libs() {
+    LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
+}
+
+# refuse_grammar ID GRAMMAR RUNNER: runners other than llama.cpp's have no constrained decoding.
+refuse_grammar() {
+    if [ "$2" != "-" ]; then
+        echo "EW_ERROR request $1 needs constrained decoding ($2), which $3 cannot apply; use run_llamacpp.sh"
+        exit 4
+    fi
+}
 
 # Milliseconds since the epoch as a string (where date has %N: toybox, GNU; busybox's has whole
 # seconds, and then the host uses the engine's own times), and their difference by awk: mksh's
@@ -17,21 +54,34 @@ wall_ms() {
         && awk -v a="$1" -v b="$2" 'BEGIN { printf "EW_WALL_MS %d\n", b - a }'
 }
 
-# Peak RSS: VmHWM of the runner's process when /proc is there, else time -v (rusage maxrss).
-TIMEV=
-if [ ! -r /proc/self/status ]; then
-    for t in /system/bin/time /usr/bin/time /bin/time; do
-        if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
-    done
-    [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
-fi
-# BusyBox time (seen on 1.35) treats ru_maxrss, already in KiB, as pages: it prints 4x on 4 KiB pages.
-RSS_DIV=1
-if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
-PIN=
-if [ -n "$AFFINITY" ]; then
-    if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
-fi
+# end_record KIND ID, after measured (and $started, $ended): the record's exit code, peak RSS,
+# wall time and the runner's stdout ($OUT/ID.txt), then EW_END.
+end_record() {
+    echo "EW_RC $rc"
+    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
+    wall_ms "$started" "$ended"
+    base64 <"$OUT/$2.txt" | sed 's/^/EW_TEXT /'
+    echo "EW_END $1 $2"
+}
+
+# setup_measuring (after read_args): peak RSS is VmHWM of the runner's process when /proc is
+# there, else time -v (rusage maxrss); PIN applies --affinity.
+setup_measuring() {
+    TIMEV=
+    if [ ! -r /proc/self/status ]; then
+        for t in /system/bin/time /usr/bin/time /bin/time; do
+            if [ -x "$t" ] && "$t" -v true >/dev/null 2>&1; then TIMEV=$t; break; fi
+        done
+        [ -n "$TIMEV" ] || echo "EW_NOTE peak RSS not measured: no /proc/PID/status and no time -v"
+    fi
+    # BusyBox time (seen on 1.35) treats ru_maxrss, already in KiB, as pages: it prints 4x on 4 KiB pages.
+    RSS_DIV=1
+    if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+    PIN=
+    if [ -n "$AFFINITY" ]; then
+        if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi
+    fi
+}
 
 # measured STDOUT_FILE STDERR_FILE COMMAND...: sets rc and hwm (KiB, or empty).
 measured() {

@@ -22,18 +22,8 @@
 #   EW_END request id
 #   EW_DONE
 set -u
-BIN=; MODEL=; CASE=; THREADS=; AFFINITY=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        --model) MODEL=$2; shift 2 ;;
-        --case) CASE=$2; shift 2 ;;
-        --threads) THREADS=$2; shift 2 ;;
-        --affinity) AFFINITY=$2; shift 2 ;;
-        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh; SEQ_LEN bounds each request
-        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
-    esac
-done
+. "$(dirname "$0")/common.sh"
+read_args "$@"
 EXE=$BIN/llama_main
 [ -x "$EXE" ] || { echo "EW_ERROR no llama_main in $BIN (android/build.sh --only executorch builds it)"; exit 3; }
 [ -d "$MODEL" ] || { echo "EW_ERROR model folder $MODEL is missing"; exit 3; }
@@ -45,21 +35,17 @@ for f in tokenizer.json tokenizer.model tokenizer.bin; do
     [ -r "$MODEL/$f" ] && { TOKENIZER=$MODEL/$f; break; }
 done
 [ -n "$TOKENIZER" ] || { echo "EW_ERROR no tokenizer.json, tokenizer.model or tokenizer.bin in $MODEL"; exit 3; }
-[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
-LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
+use_engine_libs
 
-. "$(dirname "$0")/common.sh"
+setup_measuring
 
 TAB=$(printf '\t')
 while IFS="$TAB" read -r id ntok temp seed grammar prefix seqlen; do
     [ -n "$id" ] || continue
-    if [ "$grammar" != "-" ]; then
-        echo "EW_ERROR request $id needs constrained decoding ($grammar), which llama_main cannot apply; use run_llamacpp.sh"
-        exit 4
-    fi
+    refuse_grammar "$id" "$grammar" llama_main
     [ -n "$seqlen" ] || seqlen=$ntok
     echo "EW_BEGIN request $id"
     set -- "$EXE" --model_path "$PTE" --tokenizer_path "$TOKENIZER" --prompt "$(cat "$CASE/$id.prompt")" \
@@ -69,10 +55,6 @@ while IFS="$TAB" read -r id ntok temp seed grammar prefix seqlen; do
     measured "$OUT/$id.txt" "$OUT/$id.log" "$@"
     ended=$(now_ms)
     grep -E 'PyTorchObserver|rror|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
-    echo "EW_RC $rc"
-    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
-    wall_ms "$started" "$ended"
-    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
-    echo "EW_END request $id"
+    end_record request "$id"
 done <"$CASE/requests.tsv"
 echo "EW_DONE"

@@ -18,26 +18,17 @@
 #   EW_TEXT base64                the generated text (several lines, concatenated)
 #   EW_END kind id
 set -u
-BIN=; MODEL=; CASE=; THREADS=; CTX=4096; AFFINITY=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        --model) MODEL=$2; shift 2 ;;
-        --case) CASE=$2; shift 2 ;;
-        --threads) THREADS=$2; shift 2 ;;
-        --ctx) CTX=$2; shift 2 ;;
-        --affinity) AFFINITY=$2; shift 2 ;;
-        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
-    esac
-done
+. "$(dirname "$0")/common.sh"
+CTX=4096
+read_args "$@"
 EXE=$BIN/llama-completion
 [ -x "$EXE" ] || { echo "EW_ERROR no llama-completion in $BIN (android/build.sh builds it)"; exit 3; }
 [ -r "$MODEL" ] || { echo "EW_ERROR model $MODEL is not readable"; exit 3; }
-[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
 
-. "$(dirname "$0")/common.sh"
+setup_measuring
 
 THREAD_ARGS=
 [ -n "$THREADS" ] && THREAD_ARGS="-t $THREADS"
@@ -53,11 +44,7 @@ run_one() {
     measured "$OUT/$id.txt" "$OUT/$id.log" "$EXE" $THREAD_ARGS "$@"
     ended=$(now_ms)
     grep -E 'perf_print|session|error|failed|out of memory' "$OUT/$id.log" | sed 's/^/EW_LOG /'
-    echo "EW_RC $rc"
-    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
-    wall_ms "$started" "$ended"
-    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
-    echo "EW_END $kind $id"
+    end_record "$kind" "$id"
 }
 
 TAB=$(printf '\t')

@@ -24,40 +24,27 @@
 #   EW_END request id
 #   EW_DONE
 set -u
-BIN=; MODEL=; CASE=; THREADS=4; AFFINITY=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        --model) MODEL=$2; shift 2 ;;
-        --case) CASE=$2; shift 2 ;;
-        --threads) THREADS=$2; shift 2 ;;
-        --affinity) AFFINITY=$2; shift 2 ;;
-        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh
-        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
-    esac
-done
+. "$(dirname "$0")/common.sh"
+THREADS=4
+read_args "$@"
 EXE=$BIN/llm_demo
 [ -x "$EXE" ] || { echo "EW_ERROR no llm_demo in $BIN (android/build.sh --only mnn builds it)"; exit 3; }
 [ -r "$MODEL/config.json" ] || { echo "EW_ERROR no config.json in model folder $MODEL (make export FORMAT=mnn)"; exit 3; }
-[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+require_requests
 command -v awk >/dev/null 2>&1 || { echo "EW_ERROR no awk on this device (needed to write llm_demo's config)"; exit 3; }
 HERE=$(pwd)
 case "$CASE" in /*) ;; *) CASE=$HERE/$CASE ;; esac
 OUT=$CASE/out
 mkdir -p "$OUT/tmp"
-LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
+use_engine_libs
 case "$MODEL" in /*) ABS_MODEL=$MODEL ;; *) ABS_MODEL=$HERE/$MODEL ;; esac
 
-. "$(dirname "$0")/common.sh"
+setup_measuring
 
 TAB=$(printf '\t')
 while IFS="$TAB" read -r id ntok temp seed grammar prefix rest; do
     [ -n "$id" ] || continue
-    if [ "$grammar" != "-" ]; then
-        echo "EW_ERROR request $id needs constrained decoding ($grammar), which llm_demo cannot apply; use run_llamacpp.sh"
-        exit 4
-    fi
+    refuse_grammar "$id" "$grammar" llm_demo
     case "$temp" in
         0|0.0|0.00) sampler='"sampler_type": "greedy"' ;;
         *) sampler="\"sampler_type\": \"mixed\", \"temperature\": $temp" ;;
@@ -74,10 +61,6 @@ while IFS="$TAB" read -r id ntok temp seed grammar prefix rest; do
     cd "$HERE" || exit 3
     ended=$(now_ms)
     sed 's/^/EW_LOG /' "$OUT/$id.log"
-    echo "EW_RC $rc"
-    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
-    wall_ms "$started" "$ended"
-    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
-    echo "EW_END request $id"
+    end_record request "$id"
 done <"$CASE/requests.tsv"
 echo "EW_DONE"

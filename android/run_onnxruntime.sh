@@ -24,47 +24,29 @@
 #   EW_END request id
 #   EW_DONE
 set -u
-BIN=; MODEL=; CASE=; THREADS=; AFFINITY=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        --model) MODEL=$2; shift 2 ;;
-        --case) CASE=$2; shift 2 ;;
-        --threads) THREADS=$2; shift 2 ;;
-        --affinity) AFFINITY=$2; shift 2 ;;
-        --ctx) shift 2 ;;  # accepted for symmetry with run_llamacpp.sh
-        *) echo "EW_ERROR unknown argument $1"; exit 2 ;;
-    esac
-done
+. "$(dirname "$0")/common.sh"
+read_args "$@"
 EXE=$BIN/model_benchmark
 [ -x "$EXE" ] || { echo "EW_ERROR no model_benchmark in $BIN (android/build.sh --only ortgenai builds it)"; exit 3; }
 [ -r "$MODEL/genai_config.json" ] || { echo "EW_ERROR no genai_config.json in model folder $MODEL (make export FORMAT=onnx)"; exit 3; }
-[ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
+require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
-LD_LIBRARY_PATH="$BIN:$BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
+use_engine_libs
 echo "EW_NOTE model_benchmark prints no generated text: completions are empty, timings only"
 [ -n "$THREADS" ] && echo "EW_NOTE threads $THREADS not applied: model_benchmark takes them from genai_config.json"
 
-. "$(dirname "$0")/common.sh"
+setup_measuring
 
 TAB=$(printf '\t')
 while IFS="$TAB" read -r id ntok temp seed grammar prefix rest; do
     [ -n "$id" ] || continue
-    if [ "$grammar" != "-" ]; then
-        echo "EW_ERROR request $id needs constrained decoding ($grammar), which model_benchmark cannot apply; use run_llamacpp.sh"
-        exit 4
-    fi
+    refuse_grammar "$id" "$grammar" model_benchmark
     echo "EW_BEGIN request $id"
     started=$(now_ms)
     measured "$OUT/$id.txt" "$OUT/$id.log" "$EXE" -i "$MODEL" --prompt_file "$CASE/$id.prompt" -g "$ntok" -r 1 -w 0
     ended=$(now_ms)
     sed 's/^/EW_LOG /' "$OUT/$id.log"
-    echo "EW_RC $rc"
-    [ -n "$hwm" ] && echo "EW_RSS_KB $hwm"
-    wall_ms "$started" "$ended"
-    base64 <"$OUT/$id.txt" | sed 's/^/EW_TEXT /'
-    echo "EW_END request $id"
+    end_record request "$id"
 done <"$CASE/requests.tsv"
 echo "EW_DONE"

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from .staging import staged_folder
 
 
 def _write_sentencepiece(gguf_path: Path, out: Path) -> None:
@@ -64,9 +63,7 @@ def dequantize(gguf_path: Path, out: Path) -> Path:
     import transformers as tf
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         folder, name = str(gguf_path.parent), gguf_path.name
         model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         _write_sentencepiece(gguf_path, tmp)
@@ -86,13 +83,6 @@ def dequantize(gguf_path: Path, out: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "dequantized_from.json").write_text(json.dumps(
             {"gguf": gguf_path.name, "transformers": tf.__version__, "dtype": "float32"}, indent=2))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

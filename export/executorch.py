@@ -39,6 +39,7 @@ from eval.errors import HarnessError
 
 from . import vendor_backends as vendor
 from .vendor_backends import NEUROPILOT_MODULES
+from .worker import finish, worker_parser
 
 BACKENDS = ("xnnpack", "mediatek", "qnn")
 QLINEAR = ("8da4w", "8da8w")
@@ -267,22 +268,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ExecuTorch export worker (run by `python -m export`).")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--result", required=True)
+    parser = worker_parser("ExecuTorch export worker")
     parser.add_argument("--qlinear", default="8da4w")
     parser.add_argument("--qembedding", default="8w")
     parser.add_argument("--max-seq-len", default="2048")
-    parser.add_argument("--min-top1", default="0.6")
     parser.add_argument("--model", default="", help="recipe key (vendor backends map it to their model names)")
     parser.add_argument("--backend", default="xnnpack", choices=BACKENDS)
     parser.add_argument("--settings", default="{}", help="vendor backend settings (JSON, from the exporter)")
     args = parser.parse_args(argv)
     result = run(args) if args.backend == "xnnpack" else run_vendor(args)
-    Path(args.result).write_text(json.dumps(result, indent=2))
-    # A vendor artifact's parity is "not run" (None), which is not a failure; False is.
-    return 3 if result["parity"]["passed"] is False else 0
+    return finish(args, result)
 
 
 def run_vendor(args: argparse.Namespace) -> dict[str, Any]:

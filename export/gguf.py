@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import resource
 import subprocess
@@ -26,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .worker import finish, worker_parser
 
 FLOAT_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 QUANT_TYPES = ("Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
@@ -212,18 +213,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="GGUF export worker (run by `python -m export`).")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--result", required=True)
+    parser = worker_parser("GGUF export worker")
     parser.add_argument("--quantization", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--min-top1", default="0.6")
     parser.add_argument("--llama-cpp", required=True)
     args = parser.parse_args(argv)
     result = run(args)
-    Path(args.result).write_text(json.dumps(result, indent=2))
-    return 0 if result["parity"]["passed"] else 3
+    return finish(args, result)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ from typing import Any
 
 from eval.errors import HarnessError
 
+from .worker import finish, worker_parser
+
 BLOCKED_MODULES = ("aliyun", "MNN.tools.utils.log")
 QUANT_BITS = (4, 8, 16)
 # Parity's top-1 agreement threshold per quant_bit, unless the recipe sets min_top1.  There is no
@@ -376,12 +378,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="MNN export worker (run by `python -m export`).")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--result", required=True)
+    parser = worker_parser("MNN export worker")
     parser.add_argument("--quant-bit", default="4")
-    parser.add_argument("--min-top1", default="0.6")
     parser.add_argument("--llmexport-only", action="store_true", help=argparse.SUPPRESS)
     # Without _local_rope_for_gemma3: for the test that shows parity catches llmexport's own behaviour.
     parser.add_argument("--keep-global-rope", action="store_true", help=argparse.SUPPRESS)
@@ -392,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.result).write_text(json.dumps([list(a) for a in ATTEMPTS]))
         return 0
     result = run(args)
-    Path(args.result).write_text(json.dumps(result, indent=2))
-    return 0 if result["parity"]["passed"] else 3
+    return finish(args, result)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .worker import finish, worker_parser
+
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 EXECUTION_PROVIDERS = ("cpu", "xnnpack", "qnn")
 # genai_config.json "provider_options" per target; the model itself is built for the CPU EP.
@@ -234,17 +236,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ONNX export worker (run by `python -m export`).")
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--result", required=True)
+    parser = worker_parser("ONNX export worker")
     parser.add_argument("--precision", required=True, choices=PRECISIONS)
     parser.add_argument("--ep", default="cpu", choices=EXECUTION_PROVIDERS)
-    parser.add_argument("--min-top1", default="0.6")
     args = parser.parse_args(argv)
     result = run(args)
-    Path(args.result).write_text(json.dumps(result, indent=2))
-    return 0 if result["parity"]["passed"] else 3
+    return finish(args, result)
 
 
 if __name__ == "__main__":

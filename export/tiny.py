@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
+
+from .staging import staged_folder
 
 ARCHES = ("llama", "qwen2", "gemma3", "phi3")
 VOCAB = 384
@@ -130,8 +130,7 @@ def make_tiny(arch: str, out: Path) -> Path:
     import transformers as tf
 
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         _train_tokenizer(tmp, gemma=arch == "gemma3")
         (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(arch), indent=2))
         torch.manual_seed(SEED)
@@ -143,12 +142,6 @@ def make_tiny(arch: str, out: Path) -> Path:
             (tmp / "generation_config.json").unlink(missing_ok=True)  # greedy defaults everywhere
         (tmp / "tiny.json").write_text(json.dumps({"arch": arch, "seed": SEED, "init_std": INIT_STD,
                                                    "transformers": tf.__version__}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -157,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True, choices=ARCHES)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     print(make_tiny(args.arch, args.out))
     return 0
 

@@ -80,6 +80,17 @@ def _choose(logits: Any, np: Any, settings: GenerationSettings, rng: Any) -> int
     return int(rng.choice(len(probs), p=probs))
 
 
+def common_prefix(a: Any, b: list[int]) -> int:
+    """Length of the common prefix of two token sequences (how much of a kept KV cache a prompt can reuse)."""
+    import numpy as np
+
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))
+    return int(differ[0]) if differ.size else n
+
+
 def check_request(runtime: str, loaded: bool, request: Request) -> None:
     """What these engines refuse: a request before load()."""
     if not loaded:

@@ -25,7 +25,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, check_request, generate, grammar_tokenizer_from_json
+from ._decode import Engine, check_request, common_prefix, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "the executorch toolchain env (export/requirements/executorch.txt; `make export FORMAT=executorch` makes it)"
@@ -169,11 +169,7 @@ class ExecuTorchRuntime:
         window 16: exact at 16 tokens beyond, wrong at 20), so reuse stops there; and it starts
         at a multiple of the prefill chunk, where a fresh prefill would start a chunk too.
         """
-        keep = 0
-        for a, b in zip(self._sequence, ids[:-1]):  # at least one token is evaluated, for its logits
-            if a != b:
-                break
-            keep += 1
+        keep = min(common_prefix(self._sequence, ids), len(ids) - 1)  # at least one token is evaluated
         if self._window is not None:
             if len(self._sequence) - keep > self._window:
                 return 0

@@ -14,7 +14,6 @@ requests that alternate between prefixes still find theirs.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +27,9 @@ from typing import Any
 
 from eval.errors import HarnessError
 
+from export.manifest import sha256_file
+
+from ._decode import common_prefix
 from ._proc import peak_rss_mb, physical_cores
 from .base import Completion, Request, RuntimeInfo, Timings
 
@@ -85,7 +87,7 @@ def default_model_path() -> Path:
     expected_sha = package.EXPECTED_SHA256
     target = model_cache_dir() / package.MODEL_NAME
     if target.is_file() and target.stat().st_size == expected_size:
-        if str(target) in _VERIFIED or _sha256(target) == expected_sha:
+        if str(target) in _VERIFIED or sha256_file(target) == expected_sha:
             _VERIFIED.add(str(target))
             return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,14 +114,6 @@ def default_model_path() -> Path:
 
 
 _VERIFIED: set[str] = set()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- importing llama_cpp -------------------------------------------------------------------
@@ -598,7 +592,7 @@ class LlamaCppRuntime:
         """Prepare the KV cache for `tokens`; returns how many leading tokens are already in it."""
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens]
-        common = _common_prefix(cached, tokens)
+        common = common_prefix(cached, tokens)
         # A snapshot of this request's cache_prefix beats a shorter live match.
         if prefix_len > common:
             snapshot = self._snapshots.get(tuple(tokens[:prefix_len]))
@@ -685,7 +679,7 @@ class LlamaCppRuntime:
             )
         prefix_len = 0
         if request.cache_prefix:
-            prefix_len = _common_prefix(self._tokenize(request.cache_prefix, has_bos=False), tokens)
+            prefix_len = common_prefix(self._tokenize(request.cache_prefix, has_bos=False), tokens)
             # The prefix's last token may merge with the text after it; keep what both agree on.
         sampler = self._sampler(request)
 
@@ -774,17 +768,6 @@ def _formatter_of(handler: Any) -> Any:
     if code is None or not closure or "chat_formatter" not in code.co_freevars:
         return None
     return closure[code.co_freevars.index("chat_formatter")].cell_contents
-
-
-def _common_prefix(a: Any, b: list[int]) -> int:
-    """Length of the common prefix of two token sequences."""
-    import numpy as np
-
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))
-    return int(differ[0]) if differ.size else n
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:

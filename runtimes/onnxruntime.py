@@ -16,7 +16,7 @@ from typing import Any
 
 from eval.errors import HarnessError
 
-from ._decode import Engine, check_request, generate, grammar_tokenizer_from_json
+from ._decode import Engine, check_request, common_prefix, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
 
 INSTALL_HINT = "make install-onnxruntime"
@@ -96,9 +96,7 @@ class OnnxRuntimeGenaiRuntime:
         self.n_threads = n_threads  # ORT's intra-op threads (None: its default)
         # Positions of the KV cache kept across requests (more only when a request needs them).
         self.cache_tokens = int(cache_tokens)
-        self._generator: Any = None
-        self._generator_length = 0
-        self._sequence: list[int] = []
+        self._forget()
         self._model = None
         self._folder: Path | None = None
         self._load_ms: float | None = None
@@ -119,7 +117,7 @@ class OnnxRuntimeGenaiRuntime:
         if self.n_threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                 "intra_op_num_threads": int(self.n_threads)}}}}))
-        self._generator, self._generator_length, self._sequence = None, 0, []
+        self._forget()
         self._model = self._og.Model(config)
         self._tokenizer = self._og.Tokenizer(self._model)
         self._folder = folder
@@ -129,6 +127,12 @@ class OnnxRuntimeGenaiRuntime:
         eos = model.get("eos_token_id", [])
         self._eos = set(eos if isinstance(eos, list) else [eos])
         self._context = int(model.get("context_length") or 4096)
+
+    def _forget(self) -> None:
+        """Drop the kept generator (its KV cache) and the tokens it held."""
+        self._generator: Any = None
+        self._generator_length = 0
+        self._sequence: list[int] = []
 
     def _engine(self, needed: int) -> Engine:
         """One request's view of the kept generator (`needed`: prompt + max_tokens + 1 positions).
@@ -145,15 +149,13 @@ class OnnxRuntimeGenaiRuntime:
         def prefill(ids: list[int]) -> Any:
             keep = 0
             if self._generator is not None and needed <= self._generator_length:
-                for a, b in zip(self._sequence, ids[:-1]):  # at least one token is evaluated, for its logits
-                    if a != b:
-                        break
-                    keep += 1
+                # At least one token is evaluated, for its logits.
+                keep = min(common_prefix(self._sequence, ids), len(ids) - 1)
             if keep == 0:
                 length = min(self._context, max(needed, self.cache_tokens))
                 params = og.GeneratorParams(self._model)
                 params.set_search_options(max_length=length, do_sample=False)
-                self._generator, self._generator_length, self._sequence = None, 0, []
+                self._forget()
                 self._generator = og.Generator(self._model, params)
                 self._generator_length = length
             elif keep < len(self._sequence):
@@ -213,6 +215,6 @@ class OnnxRuntimeGenaiRuntime:
                            {"execution_provider": self.execution_provider, "threads": self.n_threads})
 
     def close(self) -> None:
-        self._generator, self._generator_length, self._sequence = None, 0, []
+        self._forget()
         self._model = None
         self._tokenizer = None

