@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", action="append", default=None,
                         help="'host' for this machine, or a phone's ADB serial / host:port (repeatable)")
-    parser.add_argument("--model", default="gemma-3-270m", help="model key(s) from export/recipes.py, comma-separated")
+    parser.add_argument("--model", default="gemma-3-270m", help="model key(s) from export/catalogue.py, comma-separated")
     parser.add_argument("--runtime", default="llamacpp", help="runtime name(s), comma-separated")
     parser.add_argument("--strategy", default="single-pass,incremental",
                         help="single-pass, incremental and/or rules (no model), comma-separated")
@@ -37,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", type=int, default=None, help="context tokens (default: the recipe's)")
     parser.add_argument("--sample-users", type=int, default=8, help="users in the generated sample (--data sample)")
     parser.add_argument("--sample-sessions", type=int, default=40, help="sessions per user in the generated sample")
+    parser.add_argument("--sample-style", choices=("natural", "plain"), default="natural",
+                        help="the generated sample's speech: as people talk (default) or plain")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measured repetitions of each user's requests: timings are their median, rows record "
+                             "the spread, and a decode rate that spreads more than 5%% is flagged")
+    parser.add_argument("--warmup", type=int, default=0, help="unmeasured repetitions before them")
     phone = parser.add_argument_group("phones (--device SERIAL or HOST:PORT)")
     _transport_args(phone)
-    phone.add_argument("--repeat", type=int, default=1, help="measured repetitions per case (median and spread)")
-    phone.add_argument("--warmup", type=int, default=0, help="unmeasured runs before them")
     phone.add_argument("--thermal-limit", type=float, default=None, metavar="C",
                        help="before each case, wait until --thermal-zone is below C degrees")
     phone.add_argument("--thermal-zone", default="battery", help="'battery' (dumpsys battery) or a thermal zone type")
@@ -75,7 +79,7 @@ def devices_main(argv: list[str]) -> int:
     _transport_args(parser)
     args = parser.parse_args(argv)
     try:
-        from .phone import list_devices
+        from .devices import list_devices
 
         found = list_devices(args.device, args.transport, **_transport_options(args))
     except HarnessError as exc:
@@ -115,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             models=_names(args.model), runtimes=_names(args.runtime), strategies=_names(args.strategy),
             data=args.data, users=args.users, out=args.out, resume=args.resume, artifact=args.artifact, seed=args.seed,
             threads=args.threads, context_tokens=args.context, sample_users=args.sample_users,
-            sample_sessions=args.sample_sessions, progress=not args.no_progress,
+            sample_sessions=args.sample_sessions, sample_style=args.sample_style, progress=not args.no_progress,
+            repeat=args.repeat,
+            warmup=args.warmup,
         )
         if devices == ["host"]:
             results = run_host(options)
         else:
-            from .phone import PhoneOptions, run_devices
+            from .devices import run_devices
+            from .phone import PhoneOptions
 
             phone_options = PhoneOptions(
                 transport=args.transport, repeat=args.repeat, warmup=args.warmup, thermal_limit_c=args.thermal_limit,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from eval.errors import HarnessError
+from eval.errors import HarnessError, missing_dependency
 
 PROJECT_DIR = "/data/local/tmp/edgewise"
 RUN_DIR = f"{PROJECT_DIR}/run"
@@ -129,6 +129,15 @@ class _SentinelShell:
 
 # ---- adb-shell ---------------------------------------------------------------------------
 
+def require_adb_shell() -> None:
+    """A sentence, not a traceback, when the `adb` extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("adb_shell") is None:
+        raise missing_dependency("Talking to phones over the default transport (adb-shell)", "adb_shell",
+                                 "make install-adb", "or pip install -e '.[adb]'; or use --transport adb")
+
+
 def _tcp_transport_class() -> type:
     from adb_shell.transport.tcp_transport import TcpTransport
 
@@ -191,9 +200,9 @@ def load_signer(key: Path | None = None) -> Any:
     try:
         from adb_shell.auth.keygen import keygen, write_public_keyfile
         from adb_shell.auth.sign_pythonrsa import PythonRSASigner
-    except ImportError:
-        raise AdbError("adb-shell is not installed: `make install-adb` (or pip install -e '.[adb]'), "
-                       "or use --transport adb.") from None
+    except ImportError as exc:
+        require_adb_shell()  # the package itself is missing: the install sentence
+        raise AdbError(f"adb-shell could not be imported ({exc}); reinstall it with `make install-adb`.") from None
     key = key or default_key_path()
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +238,7 @@ class AdbShellTransport(_SentinelShell):
         self._device: Any = None
 
     def connect(self) -> None:
+        require_adb_shell()
         from adb_shell.adb_device import AdbDevice
         from adb_shell.exceptions import AdbTimeoutError, DeviceAuthError, TcpTimeoutException
 

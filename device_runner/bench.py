@@ -62,7 +62,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     import llama_cpp
 
     from runtimes import GenerationSettings, Request
-    from runtimes.llamacpp import LlamaCppRuntime, default_model_path
+    from export.catalogue import default_model_path
+    from runtimes.llamacpp import LlamaCppRuntime
 
     path = str(args.gguf or default_model_path())
     words = ("The smart home assistant keeps the lights warm in the evening and the heating at twenty one "
@@ -102,7 +103,8 @@ def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
     from eval import dataset
     from prompts.strategies import Budget, get_strategy
     from runtimes import GenerationSettings
-    from runtimes.llamacpp import LlamaCppRuntime, default_model_path
+    from export.catalogue import default_model_path
+    from runtimes.llamacpp import LlamaCppRuntime
 
     users = dataset.load(args.data)
     user = users[args.user]

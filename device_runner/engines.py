@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from eval.errors import HarnessError
 from runtimes.base import Timings
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
@@ -42,39 +43,76 @@ class CaseOutput:
     done: bool  # the script reached its end (EW_DONE)
 
 
-def parse_case_output(stdout: str) -> CaseOutput:
-    """The EW_* lines of android/run_*.sh."""
+STREAM = "the on-device runner's output"
+
+
+def parse_case_output(stdout: str, source: str = STREAM) -> CaseOutput:
+    """The EW_* lines of android/run_*.sh.  A damaged record (EW_RC or EW_WALL_MS not a number,
+    EW_TEXT not base64, a record cut off before its EW_END, an EW_END with no record open) raises
+    a HarnessError naming `source` and the line: its timings and text cannot be trusted."""
     records: list[Record] = []
     notes: list[str] = []
     errors: list[str] = []
     done = False
     current: Record | None = None
+    begun = 0
     text_parts: list[str] = []
-    for line in stdout.splitlines():
+
+    def damaged(number: int, what: str) -> HarnessError:
+        said = f" The runner said: {'; '.join(errors)}." if errors else ""
+        return HarnessError(f"{source}, line {number}: {what}; the record stream is damaged, so that case's "
+                            f"timings and text cannot be trusted.{said} Run the case again (--resume keeps the "
+                            "finished rows); if it happens again, run the script by hand on the phone "
+                            "(`adb shell sh ...`) to see its whole output.")
+
+    lines = stdout.splitlines()
+    for number, line in enumerate(lines, start=1):
         tag, _, rest = line.partition(" ")
+        rest = rest.strip()
         if tag == "EW_BEGIN":
+            if current is not None:
+                raise damaged(number, f"a new record begins before the record {current.kind} {current.id} "
+                                      f"(line {begun}) ended with EW_END")
             kind, _, rid = rest.partition(" ")
-            current, text_parts = Record(kind, rid), []
-        elif tag == "EW_END" and current is not None:
-            current.text = base64.b64decode("".join(text_parts)).decode("utf-8", "replace")
+            current, text_parts, begun = Record(kind, rid), [], number
+        elif tag == "EW_END":
+            if current is None:
+                raise damaged(number, "EW_END with no record open (no EW_BEGIN before it)")
+            if current.rc is None:
+                raise damaged(number, f"the record {current.kind} {current.id} has no EW_RC line")
+            try:
+                raw = base64.b64decode("".join(text_parts), validate=True)
+            except ValueError:  # binascii.Error
+                raise damaged(number, f"the EW_TEXT lines of the record {current.kind} {current.id} are not "
+                                      "base64") from None
+            current.text = raw.decode("utf-8", "replace")
             records.append(current)
             current = None
         elif current is not None and tag == "EW_LOG":
-            current.log.append(rest)
+            current.log.append(line.partition(" ")[2])
         elif current is not None and tag == "EW_RC":
-            current.rc = int(rest)
-        elif current is not None and tag == "EW_RSS_KB" and rest.strip().isdigit():
-            current.rss_kb = int(rest)
+            try:
+                current.rc = int(rest)
+            except ValueError:
+                raise damaged(number, f"EW_RC {rest[:40]!r} is not an integer exit code") from None
+        elif current is not None and tag == "EW_RSS_KB" and rest.isascii() and rest.isdigit():
+            current.rss_kb = int(rest)  # optional: a script that cannot measure it prints nothing
         elif current is not None and tag == "EW_WALL_MS":
-            current.wall_ms = float(rest)
+            try:
+                current.wall_ms = float(rest)
+            except ValueError:
+                raise damaged(number, f"EW_WALL_MS {rest[:40]!r} is not a number of milliseconds") from None
         elif current is not None and tag == "EW_TEXT":
-            text_parts.append(rest.strip())
+            text_parts.append(rest)
         elif tag == "EW_NOTE":
-            notes.append(rest)
+            notes.append(line.partition(" ")[2])
         elif tag == "EW_ERROR":
-            errors.append(rest)
+            errors.append(line.partition(" ")[2])
         elif tag == "EW_DONE":
             done = True
+    if current is not None:
+        raise damaged(begun, f"the record {current.kind} {current.id} is cut off: the output ends before its "
+                             f"EW_END{'' if done else ' (and without EW_DONE: the script stopped early)'}")
     return CaseOutput(records, notes, errors, done)
 
 
@@ -280,22 +318,31 @@ def mnn_load_ms(stdout: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def _executorch_report(stdout: str, report: str, prompt: str) -> tuple[str, Timings]:
+    return executorch_text(stdout, prompt), executorch_timings(report)
+
+
+def _mnn_report(stdout: str, report: str, prompt: str) -> tuple[str, Timings]:
+    t = mnn_timings(report)
+    return mnn_text(stdout), t if t.load_ms is not None else replace(t, load_ms=mnn_load_ms(stdout))
+
+
+def _ortgenai_report(stdout: str, report: str, prompt: str) -> tuple[str, Timings]:
+    return "", ortgenai_timings(report)  # model_benchmark prints no generated text
+
+
+# runtime -> (its runner's stdout, stdout + stderr, the prompt) -> (generated text, timings)
+REPORTS = {"executorch": _executorch_report, "mnn": _mnn_report, "onnxruntime": _ortgenai_report}
+
+
 def engine_completion(runtime: str, record: Record, prompt: str, max_tokens: int) -> tuple[str, str, Timings]:
     """(text, finish reason, timings) of one request run by run_executorch.sh, run_mnn.sh or
     run_onnxruntime.sh.  The engine's own report gives the timings; the script's peak RSS and wall
     clock fill what the report lacks."""
-    stdout = record.text
-    report = stdout + "\n" + "\n".join(record.log)
-    if runtime == "executorch":
-        text, t = executorch_text(stdout, prompt), executorch_timings(report)
-    elif runtime == "mnn":
-        text, t = mnn_text(stdout), mnn_timings(report)
-        if t.load_ms is None:
-            t = replace(t, load_ms=mnn_load_ms(stdout))
-    elif runtime == "onnxruntime":
-        text, t = "", ortgenai_timings(report)  # model_benchmark prints no generated text
-    else:
+    if runtime not in REPORTS:
         raise ValueError(f"no on-device parser for runtime {runtime!r}")
+    stdout = record.text
+    text, t = REPORTS[runtime](stdout, stdout + "\n" + "\n".join(record.log), prompt)
     if t.peak_rss_mb is None and record.rss_kb:
         t = replace(t, peak_rss_mb=round(record.rss_kb / 1024, 1))
     if record.wall_ms is not None:

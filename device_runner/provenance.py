@@ -11,19 +11,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from eval.errors import cache_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = Path(os.environ.get("EDGEWISE_CACHE", Path.home() / ".cache" / "edgewise-harness"))
 
 
 @cache
 def git_commit() -> str:
-    """HEAD of the project checkout, with "-dirty" when the tree has local changes."""
+    """HEAD of the project checkout; with local changes "-dirty-<sha12 of the diff>", so that
+    two different uncommitted states never look alike (rows and --resume key on this)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              timeout=30).stdout
+        return head + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -33,7 +35,7 @@ def file_sha256(path: str | Path) -> str:
     target = Path(path).resolve()
     files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
     stamp = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
-    cache_file = CACHE_DIR / "sha256.json"
+    cache_file = cache_dir() / "sha256.json"
     try:
         known = json.loads(cache_file.read_text())
     except (OSError, json.JSONDecodeError):
@@ -48,7 +50,7 @@ def file_sha256(path: str | Path) -> str:
     value = digest.hexdigest()
     known[stamp] = value
     try:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(known))
         tmp.replace(cache_file)

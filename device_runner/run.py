@@ -1,29 +1,45 @@
 """Plan and run benchmark cases: every (model, runtime, strategy) on every chosen user.
 
-`--device host` runs the cases in this process through runtimes/; phones run the same
-plan over ADB.  Both write the same rows (device_runner/results.py).
+`--device host` runs the cases in this process through runtimes/ (`run_host`); phones run
+the same plan over ADB (device_runner/devices.py).  Both hand each case to `run_case`, so
+both write the same rows (device_runner/results.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from eval import dataset
-from eval.errors import HarnessError, unknown_name
+from eval.errors import HarnessError
 from eval.schema import User
 from eval.score import SCORER_VERSION, score
-from export.recipes import get_recipe
+from export.catalogue import find_artifact, get_recipe
 from prompts.strategies import Budget, Outcome, get_strategy
-from runtimes import REGISTRY, Completion, GenerationSettings, Timings, get_runtime
+from runtimes import (
+    AddsRowFields,
+    Completion,
+    CountsTokens,
+    GenerationSettings,
+    LimitsContext,
+    Request,
+    RunsBatches,
+    Runtime,
+    Timings,
+    get_runtime,
+    runtime_spec,
+)
 
 from .provenance import file_sha256, git_commit, host_facts
 from .results import ResultsFile
 
-ARTIFACTS = Path("artifacts")
 NO_MODEL = "none"
 
 
@@ -42,8 +58,21 @@ class RunOptions:
     context_tokens: int | None = None  # None: the recipe's context length
     sample_users: int = 8
     sample_sessions: int = 40
+    sample_style: str = "natural"  # eval.synth: "natural" (speech as people talk) or "plain"
     progress: bool = True
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 1  # measured repetitions of each user's requests (host; phones: PhoneOptions.repeat)
+    warmup: int = 0  # unmeasured repetitions before them
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1 or self.warmup < 0:
+            raise HarnessError(f"--repeat {self.repeat} must be >= 1 and --warmup {self.warmup} >= 0.")
+
+
+# A case whose repeated decode rate spreads more than this ((max - min) / median over the
+# repetitions) is flagged as unstable in its rows and in the report (MLPerf Mobile's 5% rule).
+SPREAD_LIMIT = 0.05
+SPREAD_KEYS = ("ttft_ms", "prefill_tps", "decode_tps", "total_ms", "peak_rss_mb")
 
 
 def parse_users(spec: str | None, available: int) -> list[int]:
@@ -64,37 +93,58 @@ def parse_users(spec: str | None, available: int) -> list[int]:
 
 
 def load_data(options: RunOptions) -> tuple[list[User], dict[str, Any]]:
+    """The users and the row's "data": what was asked for and a sha256 of what was read (the
+    parsed users, canonical JSON), so that rows of different data never pass for each other."""
     if options.data == "sample":
         from eval.synth import write_sample
 
-        folder = write_sample(options.out / "sample-data", options.sample_users, options.sample_sessions, options.seed)
+        folder = write_sample(options.out / "sample-data", options.sample_users, options.sample_sessions, options.seed,
+                              style=options.sample_style)
         info = {"spec": "sample", "folder": str(folder), "users": options.sample_users,
-                "sessions": options.sample_sessions, "seed": options.seed}
-        return dataset.load_folder(folder), info
-    users = dataset.load(options.data)
-    return users, {"spec": options.data}
+                "sessions": options.sample_sessions, "seed": options.seed, "style": options.sample_style}
+        users = dataset.load_folder(folder)
+    else:
+        users = dataset.load(options.data)
+        info = {"spec": options.data}
+    canonical = json.dumps([u.model_dump(mode="json") for u in users], sort_keys=True, ensure_ascii=False)
+    return users, {**info, "sha256": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
 def resolve_artifact(model: str, runtime: str, artifact: Path | None) -> Path:
-    """The file or folder `runtime` loads for `model`: `artifact` when given, else the model's export."""
+    """The file or folder `runtime` loads for `model`: `artifact` when given, else the model's
+    export in the format the runtime's registry row names (export/catalogue.py finds it)."""
     if artifact is not None:
         if not artifact.exists():
             raise HarnessError(f"--artifact {artifact} does not exist.")
         return artifact
-    recipe = get_recipe(model)
-    if runtime == "llamacpp" and recipe.packaged:
-        from runtimes.llamacpp import default_model_path
+    fmt = runtime_spec(runtime).artifact_format
+    if fmt is None:
+        raise HarnessError(f"The '{runtime}' runtime serves its own model; it has no artifact to run for '{model}'.")
+    return find_artifact(model, fmt)
 
-        return default_model_path()
-    fmt = {"llamacpp": "gguf", "onnxruntime": "onnx"}.get(runtime, runtime)  # runtime -> export format
-    folder = ARTIFACTS / model / fmt
-    found = sorted(folder.glob("*.gguf")) if fmt == "gguf" else ([folder] if folder.is_dir() else [])
-    if not found:
-        raise HarnessError(
-            f"No {fmt} artifact for model '{model}' under {folder}. Run `make export MODEL={model} FORMAT={fmt}`"
-            + (" or pass --artifact FILE." if fmt == "gguf" else ".")
-        )
-    return found[0]
+
+def open_runtime(name: str, **options: Any) -> Runtime:
+    """The runtime `name`, in this process when its engine is importable here, else (a registry
+    row with a toolchain) in its export toolchain env, made on first use (runtimes/isolated.py)."""
+    spec = runtime_spec(name)
+    if spec.toolchain and importlib.util.find_spec(spec.engine_module) is None:
+        from export.env import ensure_env, env_dir
+
+        python = ensure_env(spec.toolchain)
+        return get_runtime(name, python=python, env_label=f"{spec.toolchain} toolchain env {env_dir(spec.toolchain)}",
+                           **options)
+    return get_runtime(name, **options)
+
+
+def check_names(options: RunOptions) -> None:
+    """Unknown strategies, runtimes and models fail before any work, with a "did you mean"."""
+    for name in options.strategies:
+        get_strategy(name)
+    for name in options.runtimes:
+        runtime_spec(name)
+    for model in options.models:
+        get_recipe(model)
+    check_single_artifact(options)
 
 
 def check_single_artifact(options: RunOptions) -> None:
@@ -139,110 +189,185 @@ def aggregate_timings(completions: list[Completion], load_ms: float | None) -> d
     }
 
 
-def run_host(options: RunOptions) -> Path:
-    """Run every case on this machine; returns the results file."""
-    for name in options.strategies:
-        get_strategy(name)  # unknown names fail before any work
-    for name in options.runtimes:
-        if name not in REGISTRY:
-            raise unknown_name("runtime", name, REGISTRY)
-    for model in options.models:
-        get_recipe(model)
-    check_single_artifact(options)
+@dataclass(frozen=True)
+class Case:
+    """One case: a model on a runtime with a strategy, on a device (host or a phone)."""
+
+    model: str  # NO_MODEL for a strategy that needs none
+    runtime: str  # NO_MODEL likewise
+    strategy: str
+    device: dict[str, Any]  # the device's facts; device["name"] names the case
+    artifact: Path | None = None  # what the runtime loaded
+    load_ms: float | None = None  # the host's one load; None where each invocation loads (phones)
+
+    @property
+    def id(self) -> str:
+        return case_id(self.model, self.runtime, self.strategy, self.device["name"])
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What every case of one run shares."""
+
+    users: list[User]
+    chosen: list[int]  # indices of the users to run
+    data_info: dict[str, Any]
+    options: RunOptions
+    settings: GenerationSettings
+
+
+def prepare(options: RunOptions) -> tuple[RunInputs, dict[tuple[str, str], Path]]:
+    """Checks names, finds every artifact (a missing export fails now, not an hour in), loads
+    the data.  Returns the run's inputs and the artifact of each (model, runtime) case."""
+    check_names(options)
+    needs_model = any(get_strategy(s).needs_model for s in options.strategies)
+    artifacts = {(m, r): resolve_artifact(m, r, options.artifact)
+                 for m in options.models for r in options.runtimes} if needs_model else {}
     users, data_info = load_data(options)
     chosen = parse_users(options.users, len(users))
-    results = ResultsFile(options.out / "results.jsonl", options.resume)
-    device = host_facts()
-    settings = GenerationSettings(seed=options.seed)
+    return RunInputs(users, chosen, data_info, options, GenerationSettings(seed=options.seed)), artifacts
 
-    model_strategies = [s for s in options.strategies if get_strategy(s).needs_model]
-    model_cases = [(m, r) for m in options.models for r in options.runtimes] if model_strategies else []
-    # Every artifact is found before any case runs: a missing export fails now, not an hour in.
-    artifacts = {case: resolve_artifact(case[0], case[1], options.artifact) for case in model_cases}
-    for strategy_name in [s for s in options.strategies if not get_strategy(s).needs_model]:
-        _run_case(NO_MODEL, NO_MODEL, strategy_name, None, None, users, chosen, results, device, data_info,
-                  options, settings)
-    for model, runtime_name in model_cases:
-        pending = [s for s in model_strategies
-                   if any(not results.is_done(case_id(model, runtime_name, s, "host"), u) for u in chosen)]
+
+def model_strategies(options: RunOptions) -> list[str]:
+    return [s for s in options.strategies if get_strategy(s).needs_model]
+
+
+def run_no_model_cases(inputs: RunInputs, device: dict[str, Any], results: Any) -> None:
+    for strategy_name in [s for s in inputs.options.strategies if not get_strategy(s).needs_model]:
+        run_case(Case(NO_MODEL, NO_MODEL, strategy_name, device), None, inputs, results)
+
+
+def case_identity(model: str, runtime: str, strategy: str, artifact: Path | None, inputs: RunInputs) -> dict[str, Any]:
+    """Everything that changes a case's rows (results.py: --resume skips only rows with the same).
+
+    The prompts and the engine versions are functions of these: prompts of the code, the data
+    and the artifact's tokenizer; versions are pinned by the code (runtimes/versions.env).
+    """
+    options = inputs.options
+    return {"data_sha256": inputs.data_info["sha256"], "model": model, "runtime": runtime, "strategy": strategy,
+            "artifact_sha256": file_sha256(artifact) if artifact else None, "seed": options.seed,
+            "context_tokens": options.context_tokens, "scorer_version": SCORER_VERSION, "code": git_commit()}
+
+
+def pending_strategies(model: str, runtime: str, device: dict[str, Any], artifact: Path, inputs: RunInputs,
+                       results: Any) -> list[str]:
+    """The model strategies of (model, runtime) with a chosen user still to run on `device`."""
+    pending = []
+    for s in model_strategies(inputs.options):
+        identity = case_identity(model, runtime, s, artifact, inputs)
+        if any(not results.is_done(case_id(model, runtime, s, device["name"]), u, identity) for u in inputs.chosen):
+            pending.append(s)
+    return pending
+
+
+def run_model_cases(inputs: RunInputs, device: dict[str, Any], artifacts: dict[tuple[str, str], Path], results: Any,
+                    open_case: Callable[[str, str, Path], tuple[Any, float | None]]) -> None:
+    """Every (model, runtime) case with work left on `device`: `open_case(model, runtime, artifact)`
+    gives the loaded runtime and its load time (None where each invocation loads: phones)."""
+    for (model, runtime_name), artifact in artifacts.items():
+        pending = pending_strategies(model, runtime_name, device, artifact, inputs, results)
         if not pending:
             continue
-        artifact = artifacts[(model, runtime_name)]
-        recipe = get_recipe(model)
+        runtime, load_ms = open_case(model, runtime_name, artifact)
+        try:
+            for strategy_name in pending:
+                run_case(Case(model, runtime_name, strategy_name, device, artifact, load_ms), runtime, inputs, results)
+        finally:
+            runtime.close()
+
+
+def run_host(options: RunOptions) -> Path:
+    """Run every case on this machine; returns the results file."""
+    inputs, artifacts = prepare(options)
+    results = ResultsFile(options.out / "results.jsonl", options.resume)
+    device = host_facts()
+
+    def open_case(model: str, runtime_name: str, artifact: Path) -> tuple[Runtime, float]:
         runtime_options = dict(options.runtime_options)
         if options.threads:
             runtime_options["n_threads"] = options.threads
-        if runtime_name == "llamacpp":
-            runtime_options.setdefault("n_ctx", options.context_tokens or recipe.context_length)
-        runtime = get_runtime(runtime_name, **runtime_options)
+        if runtime_spec(runtime_name).artifact_format == "gguf":  # llama.cpp sizes its context at load
+            runtime_options.setdefault("n_ctx", options.context_tokens or get_recipe(model).context_length)
+        runtime = open_runtime(runtime_name, **runtime_options)
         started = time.perf_counter()
         runtime.load(str(artifact))
-        load_ms = (time.perf_counter() - started) * 1000
-        try:
-            for strategy_name in pending:
-                _run_case(model, runtime_name, strategy_name, runtime, (artifact, load_ms), users, chosen, results,
-                          device, data_info, options, settings)
-        finally:
-            runtime.close()
+        return runtime, (time.perf_counter() - started) * 1000
+
+    run_no_model_cases(inputs, device, results)
+    run_model_cases(inputs, device, artifacts, results, open_case)
     return results.path
 
 
-def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any,
-              loaded: tuple[Path, float | None] | None, users: list[User], chosen: list[int],
-              results: ResultsFile, device: dict[str, Any], data_info: dict[str, Any], options: RunOptions, settings: GenerationSettings) -> None:
-    strategy = get_strategy(strategy_name)
-    case = case_id(model, runtime_name, strategy_name, device["name"])
-    todo = [u for u in chosen if not results.is_done(case, u)]
+def run_case(case: Case, runtime: Runtime | None, inputs: RunInputs, results: Any) -> None:
+    """Run `case` for every chosen user not yet done in `results` and append one row per user.
+
+    The host and the phones both call this: `runtime` is a runtimes.Runtime or a phone's
+    (device_runner/phone_runtime.py), None for a strategy that needs no model.  Optional
+    capabilities are checked with the Protocols of runtimes/base.py.
+    """
+    strategy = get_strategy(case.strategy)
+    options, users = inputs.options, inputs.users
+    identity = case_identity(case.model, case.runtime, case.strategy, case.artifact, inputs)
+    todo = [u for u in inputs.chosen if not results.is_done(case.id, u, identity)]
     if not todo:
         return
-    recipe = get_recipe(model) if model != NO_MODEL else None
+    recipe = get_recipe(case.model) if case.model != NO_MODEL else None
     context = options.context_tokens or (recipe.context_length if recipe else 8192)
-    limit = getattr(runtime, "max_context", None)  # e.g. the max_seq_len an ExecuTorch .pte was exported with
-    if limit:
-        context = min(context, limit)
-    count = getattr(runtime, "count_tokens", None)
-    budget = Budget(context, count) if count else Budget(context)
-    plans = {u: strategy.plan(users[u], len(users[u].routines), budget, settings) for u in todo}
-    total_requests = sum(len(p.requests) for p in plans.values())
+    if isinstance(runtime, LimitsContext) and runtime.max_context:
+        context = min(context, runtime.max_context)  # e.g. the max_seq_len an ExecuTorch .pte was exported with
+    budget = Budget(context, runtime.count_tokens) if isinstance(runtime, CountsTokens) else Budget(context)
+    plans = {u: strategy.plan(users[u], len(users[u].routines), budget, inputs.settings) for u in todo}
+    chat = bool(recipe and recipe.instruct)  # instruct models get their chat template (the recipe says so)
+    repeats = 1 if isinstance(runtime, RunsBatches) else options.warmup + options.repeat
+    total_requests = sum(len(p.requests) for p in plans.values()) * repeats
     info = runtime.info() if runtime is not None else None
-    artifact_sha = file_sha256(loaded[0]) if loaded else None
-    progress = _progress(total_requests, f"{case}", options.progress)
+    artifact_sha = file_sha256(case.artifact) if case.artifact else None
+    progress = _progress(total_requests, case.id, options.progress)
     for user_index in todo:
         user, plan = users[user_index], plans[user_index]
         started = time.perf_counter()
-        if getattr(runtime, "batched", False):  # a phone runs one user's requests in one invocation
-            completions = runtime.generate(plan.requests)
+        completions: list[Completion] = []
+        measurement: dict[str, Any] = {}
+        requests = as_chat(plan.requests) if chat else plan.requests
+        if isinstance(runtime, RunsBatches):  # a phone runs one user's requests in one invocation
+            completions = runtime.generate_batch(requests)
             progress.update(len(plan.requests))
-        else:
-            completions = []
-            for request in plan.requests:
-                completion = runtime.generate([request])[0]
-                completions.append(completion)
-                progress.update(1)
-                if completion.timings.decode_tps:
-                    progress.set_postfix_str(f"user {user_index}, decode {completion.timings.decode_tps:.0f} tok/s")
+        elif runtime is not None:
+            runs = []
+            for _ in range(options.warmup + options.repeat):
+                run: list[Completion] = []
+                for request in requests:
+                    completion = runtime.generate([request])[0]
+                    run.append(completion)
+                    progress.update(1)
+                    if completion.timings.decode_tps:
+                        progress.set_postfix_str(f"user {user_index}, decode {completion.timings.decode_tps:.0f} tok/s")
+                runs.append(run)
+            completions, measurement = repetitions(runs[options.warmup:], options.warmup) if plan.requests else ([], {})
         outcome: Outcome = strategy.finish(user, len(user.routines), plan, completions)
         wall_s = time.perf_counter() - started
         truth = [r.compact() for r in user.routines]
         predicted = [r.compact() for r in outcome.routines]
         user_score = score([truth], [predicted]).metrics
         results.append({
-            "case": case,
+            "case": case.id,
             "user": user_index,
-            "model": model,
+            "identity": identity,
+            "model": case.model,
             "model_revision": recipe.revision if recipe else None,
             "recipe_sha256": recipe.sha256() if recipe else None,
-            "runtime": runtime_name,
+            "runtime": case.runtime,
             "runtime_version": info.version if info else None,
             "runtime_details": info.details if info else None,
-            "artifact": str(loaded[0]) if loaded else None,
+            "artifact": str(case.artifact) if case.artifact else None,
             "artifact_sha256": artifact_sha,
-            "strategy": strategy_name,
+            "strategy": case.strategy,
             "prompt_sha256": plan.prompt_sha256,
             "prompt_notes": plan.notes,
+            "prompt_format": "chat" if chat else "raw",
             "seed": options.seed,
-            "device": device,
-            "data": data_info,
+            "device": case.device,
+            "data": inputs.data_info,
             "git_commit": git_commit(),
             "scorer_version": SCORER_VERSION,
             "truth": truth,
@@ -250,21 +375,62 @@ def _run_case(model: str, runtime_name: str, strategy_name: str, runtime: Any,
             "output": outcome.output,
             "parse_errors": outcome.parse_errors,
             "extra": outcome.extra,
-            "timings": aggregate_timings(completions, _load_ms(loaded, completions)),
+            "timings": aggregate_timings(completions, _load_ms(case, completions)),
             "wall_s": round(wall_s, 3),
             "score": {k: user_score[k] for k in ("acc.routine_exact", "jaccard.flattened")},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **(runtime.row_extra() if hasattr(runtime, "row_extra") else {}),  # phones: facts + thermal per case
+            **({"measurement": measurement} if measurement else {}),
+            **(runtime.row_extra() if isinstance(runtime, AddsRowFields) else {}),  # phones: facts + thermal per case
         })
     progress.close()
 
 
-def _load_ms(loaded: tuple[Path, float | None] | None, completions: list[Completion]) -> float | None:
+def as_chat(requests: list[Request]) -> list[Request]:
+    """Each raw-prompt request as one user message, for an instruct model: the runtime applies
+    the model's own chat template.  (The shared-prefix hint goes: a chat template wraps the
+    prompt, so it is no longer a prefix of the text; engines still reuse the common prefix.)"""
+    return [replace(r, messages=({"role": "user", "content": r.prompt},), prompt=None, cache_prefix=None)
+            if r.prompt is not None else r for r in requests]
+
+
+def median_completion(reps: list[Completion]) -> Completion:
+    """The first repetition's text with each timing's median over the repetitions."""
+    first = reps[0]
+    if len(reps) == 1:
+        return first
+
+    def med(name: str) -> Any:
+        values = [getattr(c.timings, name) for c in reps if getattr(c.timings, name) is not None]
+        return statistics.median(values) if values else None
+    return Completion(first.text, Timings(**{k: med(k) for k in first.timings.to_dict()}), first.finish_reason)
+
+
+def repetitions(measured: list[list[Completion]], warmup: int) -> tuple[list[Completion], dict[str, Any]]:
+    """One user's measured repetitions (each a list of completions, one per request) -> the
+    completions to score (median timings) and the row's "measurement": the spread of each
+    timing over the repetitions and whether the decode rate spread more than SPREAD_LIMIT."""
+    completions = [median_completion([run[i] for run in measured]) for i in range(len(measured[0]))]
+    spread: dict[str, Any] = {}
+    for key in SPREAD_KEYS:
+        values = [rep[key] for rep in (aggregate_timings(run, None) for run in measured) if rep[key] is not None]
+        if values:
+            middle = statistics.median(values)
+            spread[key] = {"median": middle, "min": min(values), "max": max(values),
+                           "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                           "spread": (max(values) - min(values)) / middle if middle else 0.0}
+    decode = spread.get("decode_tps", {}).get("spread")
+    texts_differ = any(run[i].text != measured[0][i].text for run in measured for i in range(len(run)))
+    return completions, {"warmup": warmup, "repeat": len(measured), "spread": spread,
+                         "unstable": decode is not None and decode > SPREAD_LIMIT,
+                         "outputs_differ_between_repeats": texts_differ}
+
+
+def _load_ms(case: Case, completions: list[Completion]) -> float | None:
     """The host's one load, or (phones: a load per invocation) the median the engine reported."""
-    if not loaded:
+    if case.artifact is None:
         return None
-    if loaded[1] is not None:
-        return loaded[1]
+    if case.load_ms is not None:
+        return case.load_ms
     loads = [c.timings.load_ms for c in completions if c.timings.load_ms is not None]
     return statistics.median(loads) if loads else None
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import HarnessError
+from .jsonl import BadLine, lines_of, loads_line
 from .schema import Routine, Session, User
 
 FILES = ("characters.jsonl", "routines.jsonl", "sessions.jsonl")
@@ -34,17 +35,17 @@ def _describe(error: ValidationError, prefix: str) -> str:
 def _read_jsonl(path: Path, key: str) -> list[Any]:
     """The value under `key` on every line of a JSONL file, with errors naming file and line."""
     values = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                raise HarnessError(f"{path}, line {number}: empty line; every line must hold one user.")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path}, line {number}: malformed JSON ({exc.msg} at column {exc.colno}).") from None
-            if not isinstance(obj, dict) or key not in obj:
-                raise HarnessError(f"{path}, line {number}: expected an object with the field '{key}'.")
-            values.append(obj[key])
+    for number, raw, _ in lines_of(path.read_bytes()):
+        if not raw.strip():
+            raise HarnessError(f"{path}, line {number}: empty line; every line must hold one user.")
+        try:
+            obj = loads_line(raw)
+        except BadLine as exc:
+            raise HarnessError(f"{path}, line {number}: {exc}; the file is damaged: fix that line "
+                               "or download the data again.") from None
+        if not isinstance(obj, dict) or key not in obj:
+            raise HarnessError(f"{path}, line {number}: expected an object with the field '{key}'.")
+        values.append(obj[key])
     return values
 
 

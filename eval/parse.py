@@ -56,15 +56,17 @@ def _parse(text: str) -> ParseResult:
     if value is _NOTHING:
         return ParseResult([], errors=["no JSON object or list found in the output"], repairs=repairs)
     items, errors = _routine_items(value)
-    if truncated_inside_item and items:
+    dropped_last = bool(truncated_inside_item and items)
+    if dropped_last:
         items = items[:-1]
         errors.append("dropped the last routine: the output was cut off inside it")
-    result = ParseResult([], errors=errors, repairs=repairs)
-    result.dropped += int(truncated_inside_item)
-    for index, item in enumerate(items):
-        routine = _validate_routine(item, index, result)
-        if routine is not None:
-            result.routines.append(routine)
+    result = ParseResult([], errors=errors, repairs=repairs, dropped=int(dropped_last))
+    slots = [_validate_routine(item, index, result) for index, item in enumerate(items)]
+    while slots and slots[-1] is None:
+        slots.pop()
+    # An item that was not a routine keeps its place as an empty routine when a routine follows
+    # it: the scorer keeps the model's first N outputs, and a later routine must not move up.
+    result.routines = [routine if routine is not None else Routine() for routine in slots]
     return result
 
 
@@ -224,10 +226,34 @@ def _squash(text: str) -> str:
 
 
 def _drop(result: ParseResult, where: str, reason: str, value: Any) -> None:
-    shown = json.dumps(value, default=str)
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    result.errors.append(f"{where}: {reason} (got {shown}), dropped")
+    result.errors.append(f"{where}: {reason} (got {_shown(value)}), dropped")
     result.dropped += 1
+
+
+def check_routine(item: Any) -> tuple[Routine | None, str | None]:
+    """A routine given as JSON data (a predictions or ground-truth file, not model text), checked
+    strictly against the schema: nothing is coerced or repaired (`armed: 1` is not a boolean,
+    `volume: true` not an integer, `"hdmi1"` not `"HDMI1"`).  Returns (routine, None), or (None,
+    the reasons as one phrase)."""
+    if not isinstance(item, dict):
+        return None, f"not an object (got {_shown(item)})"
+    try:
+        return Routine.model_validate_json(json.dumps(item), strict=True), None
+    except ValidationError as exc:
+        return None, "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'routine'}: {error['msg']} (got {_shown(error.get('input'))})"
+            for error in exc.errors()
+        )
+    except (ValueError, RecursionError) as exc:  # NaN, or nesting json cannot write back
+        return None, f"not a routine ({type(exc).__name__})"
+
+
+def _shown(value: Any) -> str:
+    try:
+        shown = json.dumps(value, default=str)
+    except (ValueError, RecursionError):
+        shown = type(value).__name__
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def parse_settings(text: str) -> ParseResult:

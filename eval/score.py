@@ -1,19 +1,22 @@
 """The paper's scoring protocol, as the authors' evaluation notebook computes it.
 
 Per user: predictions beyond the number of ground-truth routines are cut (the first N in
-the model's order are kept); each ground-truth routine is paired with the FIRST prediction
+the model's order are kept; an item that is not a routine, e.g. one the schema refused, keeps
+its slot and matches nothing); each ground-truth routine is paired with the FIRST prediction
 of maximal flattened Jaccard (a prediction may serve several ground truths); a user with no
 predictions contributes zeros.  Nulls and empty device blocks mean "unspecified" and are
-removed from both sides first; `priority` is ignored.
+removed from both sides first; `priority` is ignored.  A boolean never equals a number
+(`armed: 1` is not `armed: true`).
 
 Totals run over all ground-truth routines of all users:
 - `acc.routine_exact`, `acc.triggers_exact`, `acc.actions_exact`: exact matches / #truth;
 - `jaccard.flattened`: mean Jaccard of the flattened (key path, value) sets;
-- `len_diff.avg`: mean over users of |#truth - #predictions after the cut|;
+- `len_diff.avg`: mean over users of |#truth - #predictions after the cut| (bad items count);
 - `acc.triggers.<field>`, `acc.actions.<device>.<field>`: over matched ground-truth routines
   where the field is set (as in the notebook, a routine with no prediction does not count);
 - `mae.<device>.<field>`: over matched pairs where both values are numbers (not booleans).
-A metric with no cases is None.
+A metric with no cases is None (so with no ground-truth routine at all, every accuracy and the
+Jaccard are None, not 0).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 
 from .schema import CATEGORICAL_ACTION_FIELDS, NUMERIC_FIELDS, TRIGGER_FIELDS, Routine, compact
 
-SCORER_VERSION = "edgewise-score/1.0 (notebook protocol; cut to N; first best Jaccard)"
+SCORER_VERSION = ("edgewise-score/1.1 (notebook protocol; cut to N, a bad item keeps its slot; first best Jaccard; "
+                  "booleans are not numbers)")
 
 GLOBAL_METRICS = (
     "acc.routine_exact",
@@ -71,6 +75,8 @@ def normalise(routine: Routine | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _hashable(value: Any) -> Any:
+    if isinstance(value, bool):  # True == 1 and hash(True) == hash(1): tag booleans apart
+        return (bool, value)
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):
@@ -105,15 +111,22 @@ def _dig(routine: Mapping[str, Any], path: Sequence[str]) -> Any:
     return node
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal leaves, a boolean never equal to a number."""
+    return _hashable(a) == _hashable(b)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def score(
     truth: Sequence[Sequence[Routine | Mapping[str, Any]]],
-    predictions: Sequence[Sequence[Routine | Mapping[str, Any]]],
+    predictions: Sequence[Sequence[Routine | Mapping[str, Any] | Any]],
 ) -> ScoreReport:
-    """Score aligned per-user lists of ground-truth and predicted routines."""
+    """Score aligned per-user lists of ground-truth and predicted routines.  A prediction that is
+    not a Routine or a mapping (None for one the schema refused) keeps its place in the model's
+    order and matches nothing."""
     if len(truth) != len(predictions):
         raise ValueError(f"truth has {len(truth)} users but predictions has {len(predictions)}")
     n_truth = n_pred = 0
@@ -126,18 +139,19 @@ def score(
 
     for user_truth, user_preds in zip(truth, predictions):
         gts = [normalise(r) for r in user_truth]
-        preds = [normalise(r) for r in user_preds if isinstance(r, (Routine, Mapping))][: len(gts)]
+        kept = list(user_preds)[: len(gts)]  # the first N of what the model output, bad items included
+        preds = [normalise(r) for r in kept if isinstance(r, (Routine, Mapping))]
         n_truth += len(gts)
-        n_pred += len(preds)
-        len_diff_sum += abs(len(gts) - len(preds))
+        n_pred += len(kept)
+        len_diff_sum += abs(len(gts) - len(kept))
         for gt in gts:
             if not preds:
                 continue
             scores = [jaccard(gt, p) for p in preds]
             best = preds[scores.index(max(scores))]  # first of the maximal ones
             jaccard_sum += max(scores)
-            same_triggers = gt.get("triggers", {}) == best.get("triggers", {})
-            same_actions = gt.get("actions", {}) == best.get("actions", {})
+            same_triggers = _same_block(gt, best, "triggers")
+            same_actions = _same_block(gt, best, "actions")
             exact += same_triggers and same_actions
             exact_triggers += same_triggers
             exact_actions += same_actions
@@ -145,18 +159,20 @@ def score(
                 expected = _dig(gt, path)
                 if expected is not None:
                     cat_total[path] += 1
-                    cat_equal[path] += expected == _dig(best, path)
+                    cat_equal[path] += _same(expected, _dig(best, path))
             for device, field in NUMERIC_FIELDS:
                 g, p = _dig(gt, ("actions", device, field)), _dig(best, ("actions", device, field))
                 if _is_number(g) and _is_number(p):
                     abs_errors[(device, field)].append(abs(g - p))
 
-    denominator = max(n_truth, 1)
+    def over_truth(count: float) -> float | None:
+        return count / n_truth if n_truth else None  # no ground-truth routine: nothing to score
+
     metrics: dict[str, float | None] = {
-        "acc.routine_exact": exact / denominator,
-        "acc.triggers_exact": exact_triggers / denominator,
-        "acc.actions_exact": exact_actions / denominator,
-        "jaccard.flattened": jaccard_sum / denominator,
+        "acc.routine_exact": over_truth(exact),
+        "acc.triggers_exact": over_truth(exact_triggers),
+        "acc.actions_exact": over_truth(exact_actions),
+        "jaccard.flattened": over_truth(jaccard_sum),
         "len_diff.avg": len_diff_sum / len(truth) if truth else None,
     }
     for path in _CATEGORICAL_PATHS:
@@ -164,6 +180,13 @@ def score(
     for (device, field), errors in abs_errors.items():
         metrics[f"mae.{device}.{field}"] = sum(errors) / len(errors) if errors else None
     return ScoreReport(metrics=metrics, n_users=len(truth), n_truth_routines=n_truth, n_predicted_routines=n_pred)
+
+
+def _same_block(gt: Mapping[str, Any], pred: Mapping[str, Any], key: str) -> bool:
+    a, b = gt.get(key, {}), pred.get(key, {})
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return flatten(a) == flatten(b)
+    return _same(a, b)
 
 
 def mean_of(metrics: Mapping[str, float | None], names: Sequence[str]) -> float | None:

@@ -6,9 +6,21 @@ sampled to match the paper's Table 1; then a dialogue in the user's voice, writt
 phrase tables in `eval.synth_phrases` (many phrasings per setting, indirect requests,
 corrections, clarifying questions, small talk, a personality).
 
-Everything is a pure function of (n_users, n_sessions, seed): user i draws from its own
+Everything is a pure function of (n_users, n_sessions, seed, style): user i draws from its own
 `random.Random` seeded with a string built from seed and i, so a sample with more users
 starts with the same users.
+
+Two styles of speech.  `plain` says every value in digits or its plain word, names each device
+by its plain name, and makes every number a setting.  `natural` (the default) talks the way
+people do: numbers as words ("twenty-two degrees"), numbers that are not settings beside device
+talk ("I got in at 7"), device nicknames ("the box", "the big light"), vague requests settled
+with a number later in the session ("make it warmer" ... "22 is good"), corrections blurted
+mid-sentence or turns later, devices and fields left alone ("don't change the fan"), and setting
+words in other senses ("I'm cool with that").  The plan (users, routines, contexts, settings,
+labels) is the same in both styles: the plain dialogue is still drawn from the user's random
+stream, and the natural one from streams of its own, seeded from seed and user (the user's
+speech habits: their names for devices, how often they say numbers as words, ...) and from seed,
+user and session (each dialogue, as long as the plain one).
 
 The dialogue can instead be written by a language model, as in the paper's Figure 1: pass a
 `writer` (a callable from `WriterInput` to `WriterOutput`; `prompts.writer` makes one over
@@ -20,13 +32,11 @@ to the template dialogue if it never passes.  This module imports no runtime and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +62,8 @@ DEVICES_PER_ROUTINE = {2: 0.20, 3: 0.50, 4: 0.29, 5: 0.01}  # mean 3.11
 DEVICE_WEIGHTS = {"tv": 1.3, "ac": 1.3, "lights": 1.4, "speaker": 0.6, "security": 0.7}
 FIELD_DROP = 0.06
 ROUTINE_SHARE = 0.75
+STYLES = ("plain", "natural")
+DEFAULT_STYLE = "natural"
 # Exchanges (user turn + assistant reply) per session: 9.86 messages on average.
 EXCHANGES_PER_SESSION = {3: 0.11, 4: 0.26, 5: 0.32, 6: 0.21, 7: 0.10}
 SPONTANEOUS_DEVICES = {1: 0.45, 2: 0.45, 3: 0.10}
@@ -134,6 +146,25 @@ class _Persona:
     remarks: list[str]
     style: dict[str, Any]
     prefs: dict[str, Any]  # "device.field" -> (low, high) or a favourite value
+
+
+@dataclass(frozen=True)
+class _Habits:
+    """How one user talks in the natural style; people keep their habits from session to session."""
+
+    nicknames: dict[str, str]  # device -> this user's own name for it (a device not here: its plain name)
+    nickname_rate: float  # how often they use it when naming the device
+    words: float  # share of numbers said as words
+    distract: float  # share of request turns with a number that is no setting ("I got in at 7")
+    vague: float  # share of requests that start vague ("make it warmer") and are settled later
+    negate: float  # share of sessions in which they leave something alone ("don't touch the fan")
+
+
+def _habits(rng: random.Random) -> _Habits:
+    nicknames = {device: rng.choice(names) for device, (_, names) in P.NICKNAMES.items() if rng.random() < 0.5}
+    return _Habits(nicknames=nicknames, nickname_rate=rng.choice([0.6, 0.8, 0.95]),
+                   words=rng.choice([0.1, 0.35, 0.7]), distract=rng.choice([0.1, 0.2, 0.35]),
+                   vague=rng.choice([0.1, 0.2, 0.3]), negate=rng.choice([0.1, 0.25, 0.4]))
 
 
 def _persona(rng: random.Random) -> _Persona:
@@ -250,6 +281,16 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _in_words(rng: random.Random, number: int) -> str:
+    """A number as people write it out: "twenty-two", "twenty two", "a hundred"."""
+    if number == 100:
+        return rng.choice(["a hundred", "one hundred"])
+    if number < 20:
+        return _UNITS[number]
+    tens, units = divmod(number, 10)
+    return _TENS[tens - 2] + (rng.choice(["-", " "]) + _UNITS[units] if units else "")
+
+
 def _join(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -307,34 +348,62 @@ class _Chunk:
     inline: tuple[str, Any] | None = None  # (field, wrong value) corrected within the phrase
     later: tuple[str, Any] | None = None  # (field, wrong value) said first, corrected in a later turn
     ask: str | None = None  # field left out, so that the assistant asks for it
+    vague: str | None = None  # numeric field asked for vaguely ("warmer"), its value said later (natural)
+    settle_now: bool = False  # the vague field is settled in the very next exchange
 
     def free_fields(self) -> list[str]:
         """Fields still free to correct or to ask for; never "armed" ("disarm... no, arm" reads oddly)."""
-        taken = {self.ask, *(c[0] for c in (self.inline, self.later) if c)}
+        taken = {self.ask, self.vague, *(c[0] for c in (self.inline, self.later) if c)}
         return [f for f in self.values if f != "armed" and f not in taken]
+
+    def vague_fields(self) -> list[str]:
+        """Free fields that can be asked for vaguely (numbers with a direction)."""
+        return [f for f in self.free_fields() if (self.device, f) in P.VAGUE_REQUESTS]
 
 
 class _Writer:
     """Writes one session's dialogue for a persona, a context and the settings to ask for."""
 
-    def __init__(self, rng: random.Random, persona: _Persona, meta: Mapping[str, str]) -> None:
+    def __init__(self, rng: random.Random, persona: _Persona, meta: Mapping[str, str],
+                 settings: Mapping[str, Mapping[str, Any]] | None = None, habits: _Habits | None = None) -> None:
         self.rng, self.persona, self.meta = rng, persona, meta
+        self.settings, self.habits, self.natural = settings or {}, habits, habits is not None
+        # Numbers a distractor ("my 3 kids") must not say: every value of the session's settings.
+        self.avoid = {v for values in self.settings.values() for v in values.values() if type(v) is int}
         day = rng.choice(P.DAY_WORDS[meta["day_of_week"]])
         weather = P.WEATHER_WORDS[meta["weather"]]
         self.slots = {"period": meta["time_of_day"], "day": day, "weather": weather, "Weather": _cap(weather),
                       "temp": P.TEMP_WORDS[meta["outdoor_temp"]]}
         self.remarked = False  # the assistant mentions the weather at most once a session
+        self.negated = False  # the user leaves something alone at most once a session (natural)
 
     def _say(self, device: str, field: str, value: Any) -> str:
         words = P.VALUE_WORDS.get((device, field))
-        return self.rng.choice(words[value]) if words else str(value)
+        if words:
+            return self.rng.choice(words[value])
+        if self.habits and self.rng.random() < self.habits.words:
+            return _in_words(self.rng, value)
+        return str(value)
+
+    def _field_name(self, device: str, field: str) -> str:
+        name = self.rng.choice(P.FIELD_NAMES[(device, field)])
+        return self._nickname(device, "the " + name)[4:] if self.natural else name
+
+    def _nickname(self, device: str, phrase: str) -> str:
+        """The phrase with the device's plain name replaced by the user's own name for it, if they have one."""
+        nickname = self.habits.nicknames.get(device) if self.habits else None
+        pattern = P.NICKNAMES[device][0]
+        if nickname is None or not re.search(pattern, phrase) or self.rng.random() >= self.habits.nickname_rate:
+            return phrase
+        return re.sub(pattern, nickname, phrase, count=1)
 
     def _spoken(self, chunk: _Chunk, field: str) -> str:
         final = self._say(chunk.device, field, chunk.values[field])
         if chunk.inline and chunk.inline[0] == field:
             wrong = chunk.inline[1]
             kind = "category" if isinstance(wrong, str) else "number"
-            template = _choose(self.rng, P.INLINE_CORRECTIONS[kind], {"v": chunk.values[field], "w": wrong})
+            templates = P.INLINE_CORRECTIONS[kind] + (P.NATURAL_INLINE_CORRECTIONS[kind] if self.natural else [])
+            template = _choose(self.rng, templates, {"v": chunk.values[field], "w": wrong})
             return template.format(v=final, w=self._say(chunk.device, field, wrong))
         if chunk.later and chunk.later[0] == field:
             return self._say(chunk.device, field, chunk.later[1])
@@ -343,7 +412,7 @@ class _Writer:
     @staticmethod
     def _said(chunk: _Chunk) -> dict[str, Any]:
         """What the user says in the chunk's own turn (the wrong value of a later correction)."""
-        said = {f: v for f, v in chunk.values.items() if f != chunk.ask}
+        said = {f: v for f, v in chunk.values.items() if f not in (chunk.ask, chunk.vague)}
         if chunk.later:
             said[chunk.later[0]] = chunk.later[1]
         return said
@@ -354,8 +423,16 @@ class _Writer:
         said = self._said(chunk)
         # A field left for the assistant to ask about is still hinted at ("... and switch the TV input").
         vague = [rng.choice(P.CLARIFY[(device, chunk.ask)][0])] if chunk.ask else []
+        if chunk.vague:
+            vague.append(_choose(rng, P.VAGUE_REQUESTS[(device, chunk.vague)], {"v": chunk.values[chunk.vague]}))
+        if self.natural:
+            return self._nickname(device, self._request(chunk, said, vague))
+        return self._request(chunk, said, vague)
+
+    def _request(self, chunk: _Chunk, said: Mapping[str, Any], vague: list[str]) -> str:
+        rng, device = self.rng, chunk.device
         if not said:
-            return vague[0]
+            return _join(vague)
         spoken = {f: self._spoken(chunk, f) for f in said}
         whole = _choose(rng, P.DEVICE_REQUESTS.get((device, tuple(said)), []), said)
         if whole and rng.random() < 0.6:
@@ -387,6 +464,28 @@ class _Writer:
                                   for line in lines], {}) or ""
 
     # exchanges
+    def _distractor(self, templates: Sequence[str]) -> str:
+        """A sentence with a number that is no setting and none of the session's values."""
+        def number(low: int, high: int) -> int:
+            return self.rng.choice([n for n in range(low, high + 1) if n not in self.avoid] or [high + 1])
+        text = self.rng.choice(templates)
+        counts = {"k": number(2, 12)}
+        if "{k}" in text and self.rng.random() < 0.3:  # "my three kids"
+            counts["k"] = _in_words(self.rng, counts["k"])
+        return text.format(h=number(5, 11), m=number(5, 45), **counts)
+
+    def _negation(self, chunks: Sequence[_Chunk]) -> str | None:
+        """Something the user leaves alone: a device or field the session does not set, or other rooms' lights."""
+        kinds = [[line for d, lines in P.NEGATED_DEVICES.items() if d not in self.settings for line in lines],
+                 [line for (d, f), lines in P.NEGATED_FIELDS.items() if d in {c.device for c in chunks}
+                  and f not in self.settings.get(d, {}) for line in lines],
+                 P.NEGATED_ROOMS if any(c.device == "lights" for c in chunks) else []]
+        kinds = [lines for lines in kinds if lines]
+        if not kinds:
+            return None
+        line = self.rng.choice(self.rng.choice(kinds))
+        return self.rng.choice(P.NEGATION_JOINS).format(n=line, N=_cap(line))
+
     def turn(self, chunks: Sequence[_Chunk], prefix: str) -> list[tuple[str, str]]:
         """The user's turn asking for some chunks, the reply, and any clarifying exchanges."""
         rng, style = self.rng, self.persona.style
@@ -398,7 +497,21 @@ class _Writer:
         else:
             first = rng.choice(style["wrap"]).format(x=phrases[0], X=_cap(phrases[0]))
         rest = [rng.choice(style["more"]).format(x=p, X=_cap(p)) for p in phrases[1:]]
-        user = " ".join(filter(None, [prefix, first, *rest]))
+        tail: list[str] = []
+        if self.habits:
+            draw = rng.random()
+            if draw < 0.6 * self.habits.distract:  # "I got in at 7, could you ..." (before any device is named)
+                lead = self._distractor(P.DISTRACTOR_LEADS)
+                if not prefix and rng.random() < 0.5 and first[1:2].islower():
+                    first = f"{lead}, {first[:1].lower()}{first[1:]}"
+                else:
+                    prefix = " ".join(filter(None, [f"{lead}.", prefix]))
+            elif draw < self.habits.distract:
+                tail.append(self._distractor(P.DISTRACTOR_TAILS))
+            if not self.negated and rng.random() < self.habits.negate:
+                self.negated = True  # once a session is plenty
+                tail.append(self._negation(chunks) or "")
+        user = " ".join(filter(None, [prefix, first, *rest, *tail]))
         said: dict[str, dict[str, Any]] = {}
         for c in chunks:
             said.setdefault(c.device, {}).update(self._said(c))
@@ -413,17 +526,30 @@ class _Writer:
         if not self.remarked and rng.random() < 0.2:
             self.remarked = True
             reply += " " + rng.choice(P.ASSISTANT_CONTEXT_REMARKS).format(**self.slots)
+        for c in chunks:
+            if c.vague:
+                reply += " " + rng.choice(P.VAGUE_ACKS).format(f=self._field_name(c.device, c.vague))
         exchanges.append((user, reply))
         return exchanges
+
+    def settle(self, chunk: _Chunk) -> tuple[str, str]:
+        """The user giving the exact value of a vague request: just after it, or later naming the field."""
+        field, value = chunk.vague, chunk.values[chunk.vague]
+        said = self._say(chunk.device, field, value)
+        templates = P.VAGUE_SETTLES_NOW if chunk.settle_now else P.VAGUE_SETTLES_LATER
+        user = _cap(self.rng.choice(templates).format(v=said, V=_cap(said), f=self._field_name(chunk.device, field)))
+        return self._nickname(chunk.device, user), self.confirm({chunk.device: {field: value}})
 
     def correction(self, chunk: _Chunk) -> tuple[str, str]:
         field, wrong = chunk.later
         final = chunk.values[field]
         kind = "category" if isinstance(final, str) else "number"
-        template = _choose(self.rng, P.LATER_CORRECTIONS[kind], {"v": final, "w": wrong})
-        user = _cap(template.format(f=self.rng.choice(P.FIELD_NAMES[(chunk.device, field)]),
-                                    v=self._say(chunk.device, field, final), w=self._say(chunk.device, field, wrong)))
-        return user, self.confirm({chunk.device: {field: final}})
+        templates = P.LATER_CORRECTIONS[kind] + (P.NATURAL_LATER_CORRECTIONS[kind] if self.natural else [])
+        template = _choose(self.rng, templates, {"v": final, "w": wrong})
+        name = self._field_name(chunk.device, field)
+        said = self._say(chunk.device, field, final)
+        user = _cap(template.format(f=name, v=said, V=_cap(said), w=self._say(chunk.device, field, wrong)))
+        return self._nickname(chunk.device, user), self.confirm({chunk.device: {field: final}})
 
     def opener(self) -> tuple[str, str]:
         tod = self.meta["time_of_day"]
@@ -443,14 +569,19 @@ class _Writer:
         return remark, self.rng.choice(P.CHAT_REPLIES)
 
     def closer(self) -> tuple[str, str]:
-        user = self.rng.choice(self.persona.style["thanks"])
+        thanks = self.persona.style["thanks"]
+        if self.natural and self.rng.random() < 0.4:
+            thanks = P.OTHER_SENSE_THANKS
+        user = self.rng.choice(thanks)
         reply = _choose(self.rng, P.ASSISTANT_CLOSERS, self.meta).format(**self.slots)
         return user, reply
 
 
 def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[str, Any]],
-          target: int) -> tuple[list[list[_Chunk]], list[str]]:
-    """Group the settings into turns and choose the extra exchanges, `target` exchanges in all."""
+          target: int, habits: _Habits | None = None) -> tuple[list[list[_Chunk]], list[str]]:
+    """Group the settings into turns and choose the extra exchanges, `target` exchanges in all.
+
+    Natural speech changes its mind more often and leaves some numbers vague at first."""
     chunks = []
     for device, values in settings.items():
         fields = list(values)
@@ -460,7 +591,8 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
             fields.remove(alone)
         chunks.append(_Chunk(device, {f: values[f] for f in fields}))
     rng.shuffle(chunks)
-    rate = persona.style["corrections"]
+    natural = habits is not None
+    rate = persona.style["corrections"] * (1.5 if natural else 1.0)
     for chunk in chunks:
         draw = rng.random()
         if draw < 0.15 * rate and chunk.free_fields():
@@ -469,6 +601,9 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
         elif draw < 0.25 * rate and chunk.free_fields():
             field = rng.choice(chunk.free_fields())
             chunk.later = (field, _wrong(rng, chunk.device, field, chunk.values[field]))
+        if habits and rng.random() < habits.vague and chunk.vague_fields():
+            chunk.vague = rng.choice(chunk.vague_fields())
+            chunk.settle_now = rng.random() < 0.5
         if rng.random() < 0.12 and chunk.free_fields():
             chunk.ask = rng.choice(chunk.free_fields())
     turns = [[c] for c in chunks]
@@ -476,7 +611,7 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
                                    ("closer", 0.55)) if rng.random() < p]
 
     def count() -> int:
-        return len(turns) + len(extras) + sum(bool(c.ask) + bool(c.later) for c in chunks)
+        return len(turns) + len(extras) + sum(bool(c.ask) + bool(c.later) + bool(c.vague) for c in chunks)
 
     # Fit to the target length by adding or removing whatever is there to add or remove;
     # corrections are added rarely (weight 1), so that they stay the person's habit, not padding.
@@ -486,6 +621,7 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
             options += [("drop extra", e, 1.0) for e in extras]
             options += [("drop later", c, 1.0) for c in chunks if c.later]
             options += [("drop ask", c, 1.0) for c in chunks if c.ask]
+            options += [("drop vague", c, 1.0) for c in chunks if c.vague]
             options += [("merge", i, 1.0) for i in range(len(turns) - 1)]
         else:
             options += [("extra", e, 4.0) for e in ("opener", "weather", "closer") if e not in extras]
@@ -495,6 +631,8 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
             options += [("later", c, 2.0 * persona.style["corrections"]) for c in chunks
                         if not (c.later or c.inline) and c.free_fields()]
             options += [("split", i, 3.0) for i, t in enumerate(turns) if len(t) > 1]
+            if natural:
+                options += [("vague", c, 1.0) for c in chunks if c.vague_fields()]
         if not options:
             break
         action, item, _ = rng.choices(options, [weight for *_, weight in options])[0]
@@ -504,6 +642,11 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
             item.later = None
         elif action == "drop ask":
             item.ask = None
+        elif action == "drop vague":
+            item.vague = None
+        elif action == "vague":
+            item.vague = rng.choice(item.vague_fields())
+            item.settle_now = rng.random() < 0.5
         elif action == "merge":
             turns[item:item + 2] = [turns[item] + turns[item + 1]]
         elif action == "extra":
@@ -519,9 +662,13 @@ def _plan(rng: random.Random, persona: _Persona, settings: Mapping[str, Mapping[
 
 
 def _dialogue(rng: random.Random, persona: _Persona, meta: Mapping[str, str],
-              settings: Mapping[str, Mapping[str, Any]]) -> list[Message]:
-    turns, extras = _plan(rng, persona, settings, _pick(rng, EXCHANGES_PER_SESSION))
-    writer = _Writer(rng, persona, meta)
+              settings: Mapping[str, Mapping[str, Any]], exchanges: int | None = None,
+              habits: _Habits | None = None) -> list[Message]:
+    """A session's dialogue, in natural speech with the user's `habits` (else plain); `exchanges`
+    (user turn + reply) is drawn from Table 1 unless given."""
+    target = _pick(rng, EXCHANGES_PER_SESSION) if exchanges is None else exchanges
+    turns, extras = _plan(rng, persona, settings, target, habits)
+    writer = _Writer(rng, persona, meta, settings, habits)
     remarks = rng.sample(persona.remarks, len(persona.remarks))  # each said at most once a session
     prefix = ""
     if "opener" not in extras:
@@ -536,9 +683,26 @@ def _dialogue(rng: random.Random, persona: _Persona, meta: Mapping[str, str],
                 position = rng.randint(owners.index(i) + 1, len(blocks))
                 blocks.insert(position, [writer.correction(chunk)])
                 owners.insert(position, -1)
+    # A vague request is settled in the next exchange (one per turn, in the same block, so
+    # that nothing comes between), or later on naming its field.
+    for i, turn in enumerate(turns):
+        now = [c for c in turn if c.vague and c.settle_now][:1]
+        for chunk in turn:
+            if chunk.vague and chunk in now:
+                blocks[owners.index(i)].append(writer.settle(chunk))
+            elif chunk.vague:
+                chunk.settle_now = False
+                position = rng.randint(owners.index(i) + 1, len(blocks))
+                blocks.insert(position, [writer.settle(chunk)])
+                owners.insert(position, -1)
     for extra in extras:
         if extra in ("weather", "chat"):
-            block = [writer.weather()] if extra == "weather" else [writer.chat(remarks.pop(0))]
+            if extra == "weather":
+                block = [writer.weather()]
+            elif habits and rng.random() < 0.4:
+                block = [writer.chat(rng.choice(P.OTHER_SENSE_CHAT))]
+            else:
+                block = [writer.chat(remarks.pop(0))]
             blocks.insert(rng.randint(1 if prefix else 0, len(blocks)), block)
     if "opener" in extras:
         blocks.insert(0, [writer.opener()])
@@ -605,17 +769,18 @@ _VALUE_PATTERNS: dict[tuple[str, str], dict[Any, str]] = {
 }
 # Words that make a clause about a device: its names, and values only it has.
 _DEVICE_WORDS = {
-    "tv": r"tv|telly|television|screen|netflix|youtube|hdmi\s?\d?|av",
+    "tv": r"tv|telly|television|screen|(?:goggle )?box|netflix|youtube|hdmi\s?\d?|av",
     "ac": r"ac|a/c|air[\s-]?con\w*|thermostat|heat(?:ing|er)?|climate|degrees?"
           r"|(?:cool|warm|heat) (?:it|things|the (?:place|room|house|flat)) (?:down|up)",
-    "lights": r"lights?|lamps?|bulbs?|lighting",
-    "speaker": r"speakers?|music|playlist|equali[sz]er|eq|bass|treble|tunes",
+    "lights": r"lights?|lamps?|bulbs?|lighting|overheads?",
+    "speaker": r"speakers?|music|playlist|equali[sz]er|eq|bass|treble|tunes|stereo|hi-fi|sound system",
     "security": r"security|alarm|siren|arm(?:ed)?|disarm(?:ed)?",
 }
 # Words that name the device itself (not one of its values).
 _STRICT_DEVICE_WORDS = {
-    "tv": r"tv|telly|television|screen", "ac": r"ac|a/c|air[\s-]?con\w*|thermostat",
-    "lights": r"lights?|lamps?|bulbs?|lighting", "speaker": r"speakers?|music|equali[sz]er|eq",
+    "tv": r"tv|telly|television|screen|(?:goggle )?box", "ac": r"ac|a/c|air[\s-]?con\w*|thermostat|climate control",
+    "lights": r"lights?|lamps?|bulbs?|lighting|overheads?",
+    "speaker": r"speakers?|music|equali[sz]er|eq|stereo|hi-fi|sound system",
     "security": r"security|alarm|siren",
 }
 # Words naming a numeric field: (pattern, device it implies or None for the current device, field).
@@ -636,6 +801,10 @@ _ALL_VALUE_WORDS = [pattern for values in _VALUE_PATTERNS.values() for pattern i
 _CLAUSE = re.compile(r"[.!?;:,]+|\s(?:and|then|but|plus)\s")
 _NEGATED = r"(?:\bnot|\bfrom|\binstead of|\brather than|\bno longer)\s+(?:the\s+|a\s+)?"
 # Numbers that are not settings: times of day, counts of things ("nine hours", "three episodes").
+# Clock times, removed before a turn is cut into clauses (the colon of "7:30" would cut it),
+# and value words in another sense ("I'm cool with that": fine with it, not a colour).
+_ASIDES = re.compile(r"\b\d{1,2}:\d\d\b|\b(?:i'm|i am|we're|we are|you're|you are) cool\b"
+                    r"|\bkept (?:its|my|his|her|their|our) cool\b")
 _NOT_A_SETTING = re.compile(r"\b\d{1,2}(?::\d\d)?\s*(?:am|pm|o'clock)\b|\b\d{1,2}:\d\d\b|\b\d+\s+(?:hundred|thousand)\b"
                             r"|\b\d+\s+(?!degrees\b|thanks\b)[a-z']{3,}s\b|\bhdmi[\s-]?\d\b")
 _UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -696,7 +865,7 @@ def _stated(messages: Sequence[tuple[str, str]]) -> _Stated:
     out = _Stated()
     device = name = None
     for role, text in messages:
-        text = _in_digits(text)
+        text = _ASIDES.sub(" ", _in_digits(text))
         if role != "user":
             # Only a closing question sets the scene for the next turn, from its own words.
             device = name = None
@@ -770,7 +939,7 @@ def check_dialogue(messages: Sequence[tuple[str, str]], settings: Mapping[str, M
     empty = [i + 1 for i, (_, text) in enumerate(messages) if not text.strip()]
     if empty:
         reasons.append(f"messages {empty} are empty")
-    user_text = _in_digits(" \n ".join(text for role, text in messages if role == "user"))
+    user_text = _ASIDES.sub(" ", _in_digits(" \n ".join(text for role, text in messages if role == "user")))
     stated = _stated(messages)
     for device, values in settings.items():
         for name, value in values.items():
@@ -835,11 +1004,18 @@ def write_session(writer: Writer, plan: WriterInput, retries: int = DEFAULT_RETR
 
 
 # --- users ------------------------------------------------------------------------------
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise HarnessError(f"Unknown style '{style}'. Available: {', '.join(STYLES)}.")
+
+
 def _user(index: int, n_sessions: int, seed: int, writer: Writer | None = None, retries: int = DEFAULT_RETRIES,
           log: list[dict[str, Any]] | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-          ) -> tuple[User, list[dict[str, Any]]]:
+          style: str = DEFAULT_STYLE) -> tuple[User, list[dict[str, Any]]]:
     rng = random.Random(f"edgewise-synth:{seed}:{index}")
     persona = _persona(rng)
+    # Natural speech draws from its own streams, so the plan (and so the labels) is the plain style's.
+    habits = _habits(random.Random(f"edgewise-synth-natural:{seed}:{index}")) if style == "natural" else None
     triggers = _routine_triggers(rng, _pick(rng, ROUTINES_PER_USER))
     routines = [
         Routine(triggers=Triggers(**t), actions=Actions(**_settings(rng, _routine_fields(rng), t, persona)),
@@ -866,6 +1042,9 @@ def _user(index: int, n_sessions: int, seed: int, writer: Writer | None = None, 
         # Drawn even when a writer writes the session: it keeps the random stream (and so every
         # plan) the same with or without a writer, and it is the fallback.
         messages = _dialogue(rng, persona, meta, settings)
+        if habits is not None:
+            natural = random.Random(f"edgewise-synth-natural:{seed}:{index}:{session_id}")
+            messages = _dialogue(natural, persona, meta, settings, exchanges=len(messages) // 2, habits=habits)
         if writer is not None:
             plan = WriterInput(
                 user_index=index, session_id=session_id, character=persona.character, context=dict(meta),
@@ -888,9 +1067,12 @@ def _user(index: int, n_sessions: int, seed: int, writer: Writer | None = None, 
 
 def generate_sample(n_users: int, n_sessions: int, seed: int, *, writer: Writer | None = None,
                     retries: int = DEFAULT_RETRIES, log: list[dict[str, Any]] | None = None,
-                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    progress: Callable[[dict[str, Any]], None] | None = None, style: str = DEFAULT_STYLE,
                     ) -> tuple[list[User], list[list[dict[str, Any]]]]:
     """Users plus, per user and session, `{"session_id", "routine", "settings"}` labels.
+
+    `style` is how the template dialogues talk: "natural" (the default) or "plain" (see the
+    module's docstring); users, routines, contexts and labels are the same in both.
 
     `routine` is the index of the routine that drove the session or None; `settings` holds
     the final values the user asked for, as `{device: {field: value}}`.  With a `writer`,
@@ -902,19 +1084,23 @@ def generate_sample(n_users: int, n_sessions: int, seed: int, *, writer: Writer 
         raise HarnessError(f"A sample needs n_users >= 0 and n_sessions >= 0 (got {n_users} and {n_sessions}).")
     if retries < 0:
         raise HarnessError(f"retries={retries} must be 0 or more.")
-    pairs = [_user(i, n_sessions, seed, writer, retries, log, progress) for i in range(n_users)]
+    _check_style(style)
+    pairs = [_user(i, n_sessions, seed, writer, retries, log, progress, style) for i in range(n_users)]
     return [user for user, _ in pairs], [labels for _, labels in pairs]
 
 
-def generate_users(n_users: int, n_sessions: int, seed: int) -> list[User]:
+def generate_users(n_users: int, n_sessions: int, seed: int, style: str = DEFAULT_STYLE) -> list[User]:
     """n_users synthetic users with n_sessions sessions each; the same arguments give the same users."""
-    return generate_sample(n_users, n_sessions, seed)[0]
+    return generate_sample(n_users, n_sessions, seed, style=style)[0]
 
 
 def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int, seed: int, *,
                  writer: Writer | None = None, retries: int = DEFAULT_RETRIES,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
+                 progress: Callable[[dict[str, Any]], None] | None = None, style: str = DEFAULT_STYLE) -> Path:
     """Write a sample (the three dataset files plus session_labels.jsonl) to out_dir.
+
+    `style`: "natural" (the default) or "plain" speech in the template dialogues (see
+    `generate_sample`).
 
     With a `writer`, also writer_log.jsonl: one row per session (see `write_session`), in
     the order of the sessions; `progress` is called with each row as it is made.
@@ -925,11 +1111,12 @@ def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int,
     """
     out = Path(out_dir)
     known = (*OUTPUT_FILES, WRITER_LOG_FILE)
+    _check_style(style)
     if out.exists() and (not out.is_dir() or any(p.name not in known for p in out.iterdir())):
         raise HarnessError(f"'{out}' exists and holds other things than a sample; pass a new or empty folder to --out.")
     log: list[dict[str, Any]] = []
     users, labels = generate_sample(n_users, n_sessions, seed, writer=writer, retries=retries, log=log,
-                                    progress=progress)
+                                    progress=progress, style=style)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -953,105 +1140,3 @@ def write_sample(out_dir: str | os.PathLike[str], n_users: int, n_sessions: int,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _retries(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-WRITERS = ("templates", "openai", "llamacpp")
-
-
-def _make_writer(args: argparse.Namespace) -> Any:
-    """The runtime-backed writer the arguments ask for; None for the templates."""
-    only = {"--base-url": ("openai", args.base_url), "--model": ("openai", args.model),
-            "--schema-mode": ("openai", args.schema_mode), "--gguf": ("llamacpp", args.gguf),
-            "--chat-format": ("llamacpp", args.chat_format)}
-    for option, (kind, value) in only.items():
-        if value is not None and args.writer != kind:
-            raise HarnessError(f"{option} goes with --writer {kind}, not --writer {args.writer}.")
-    if args.writer == "templates":
-        for option, value in (("--temperature", args.temperature), ("--max-tokens", args.max_tokens)):
-            if value is not None:
-                raise HarnessError(f"{option} goes with a language-model writer (--writer openai or llamacpp), "
-                                   "not --writer templates.")
-        return None
-    # Imported here, and only here: eval imports no prompt and no runtime (DESIGN.md).
-    from prompts.writer import make_writer
-
-    return make_writer(args.writer, base_url=args.base_url, model=args.model, schema_mode=args.schema_mode,
-                       gguf=args.gguf, chat_format=args.chat_format, temperature=args.temperature,
-                       max_tokens=args.max_tokens)
-
-
-def _progress_line(n_users: int, n_sessions: int) -> Callable[[dict[str, Any]], None]:
-    def report(row: dict[str, Any]) -> None:
-        tries = f"{row['attempts']} tr{'y' if row['attempts'] == 1 else 'ies'}"
-        more = f", and {len(row['reasons']) - 1} more" if len(row["reasons"]) > 1 else ""
-        what = "written" if row["outcome"] == "kept" else f"templates instead ({row['reasons'][0]}{more})"
-        print(f"user {row['user'] + 1}/{n_users}, session {row['session_id'] + 1}/{n_sessions}: "
-              f"{what} after {tries}", file=sys.stderr, flush=True)
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m eval synth --users N --sessions M --seed S --out DIR [--writer ...]`: write a sample folder."""
-    parser = argparse.ArgumentParser(
-        prog="python -m eval synth",
-        description="Write a synthetic EdgeWisePersona sample (characters, routines, sessions, session labels).",
-    )
-    parser.add_argument("--users", type=_count, default=8, help="number of users (default 8)")
-    parser.add_argument("--sessions", type=_count, default=40, help="sessions per user (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    parser.add_argument("--out", default="data/sample", help="folder to write (default data/sample)")
-    writing = parser.add_argument_group(
-        "writing the dialogues with a language model",
-        "The plan (users, routines, contexts, settings, labels) is the same for every writer. A written "
-        "session is checked against its plan and rewritten with the reasons; one that never passes keeps "
-        f"its template dialogue. {WRITER_LOG_FILE} records every try.")
-    writing.add_argument("--writer", choices=WRITERS, default="templates",
-                         help="who writes the dialogues: the offline phrase templates (default), an "
-                              "OpenAI-compatible endpoint, or llama.cpp on a GGUF model")
-    writing.add_argument("--base-url", help="openai: the endpoint up to /v1 (default $OPENAI_BASE_URL, else "
-                                            "OpenAI's); the key comes from $OPENAI_API_KEY")
-    writing.add_argument("--model", help="openai: the model id (default: the server's only model)")
-    writing.add_argument("--schema-mode", choices=("json_schema", "json_object", "auto", "none"),
-                         help="openai: how the dialogue's JSON schema is sent (default auto; none = ask in words only)")
-    writing.add_argument("--gguf", help="llamacpp: the GGUF model (default: the packaged Gemma 3 270M)")
-    writing.add_argument("--chat-format", help="llamacpp: a llama-cpp-python chat format such as gemma, for a "
-                                               "GGUF without its own chat template (default: the GGUF's template)")
-    writing.add_argument("--retries", type=_retries, default=DEFAULT_RETRIES,
-                         help=f"rewrites of a session that fails its check (default {DEFAULT_RETRIES})")
-    writing.add_argument("--temperature", type=float, help="sampling temperature (default 0.8)")
-    writing.add_argument("--max-tokens", type=_count, help="tokens per written session (default 1200)")
-    args = parser.parse_args(argv)
-    writer = None
-    try:
-        writer = _make_writer(args)
-        progress = _progress_line(args.users, args.sessions) if writer is not None else None
-        path = write_sample(args.out, args.users, args.sessions, args.seed, writer=writer, retries=args.retries,
-                            progress=progress)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if writer is not None:
-            writer.close()
-    files = [*OUTPUT_FILES, WRITER_LOG_FILE] if writer is not None else OUTPUT_FILES
-    print(f"Wrote {args.users} users x {args.sessions} sessions (seed {args.seed}) to {path}: "
-          f"{', '.join(files)}.")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

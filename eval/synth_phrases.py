@@ -20,7 +20,7 @@ OCCUPATIONS: list[tuple[str, list[str]]] = [
     ]),
     ("secondary-school maths teacher", [
         "Thirty teenagers and a broken projector, what a day.",
-        "I've still got a stack of homework to mark.",
+        "There's a pile of homework on the table waiting for me.",
         "If I hear 'when will we ever use this' once more, I'll scream.",
     ]),
     ("software developer working from home", [
@@ -85,7 +85,7 @@ OCCUPATIONS: list[tuple[str, list[str]]] = [
     ]),
     ("landscape gardener", [
         "Dug out a tree stump all afternoon, my shoulders hate me.",
-        "The hedge trimmer died halfway through the job.",
+        "The hedge trimmer gave up on me before lunch.",
         "There's soil in places soil shouldn't be.",
     ]),
     ("physiotherapist", [
@@ -108,8 +108,8 @@ OCCUPATIONS: list[tuple[str, list[str]]] = [
 # (sketch fragment, value preferences, a remark the habit makes them say): a preference is
 # a (low, high) range for a number or a value picked most of the time; keys are "device.field".
 HABITS: list[tuple[str, dict[str, object], str]] = [
-    ("is a little hard of hearing and keeps the TV loud", {"tv.volume": (55, 90)},
-     "Don't tell me it's too loud, I can't hear a thing otherwise."),
+    ("is going deaf in one ear and keeps the TV loud", {"tv.volume": (55, 90)},
+     "Yes, it's loud. My left ear has retired."),
     ("likes a cosy, warmly lit home", {"lights.color": "warm"},
      "I want this place to feel like a cosy cabin."),
     ("needs bright, cool light to stay focused", {"lights.color": "cool", "lights.brightness": (60, 100)},
@@ -134,7 +134,7 @@ HABITS: list[tuple[str, dict[str, object], str]] = [
     ("keeps the screen dim to spare tired eyes", {"tv.brightness": (15, 45)},
      "My eyes are tired from staring at screens all day."),
     ("likes crisp, clear vocals on the speaker", {"speaker.equalizer": "treble boost"},
-     "I want to hear every word of the lyrics."),
+     "Lyrics should be crisp, not buried in the mix."),
     ("can't stand a draught and keeps the fan low", {"ac.fan_speed": (0, 1)},
      "I hate that cold draught from the vents."),
 ]
@@ -144,10 +144,10 @@ HABITS: list[tuple[str, dict[str, object], str]] = [
 TEMPERAMENTS: dict[str, dict[str, object]] = {
     "polite": {
         "sketch": "unfailingly polite",
-        "wrap": ["Could you {x}, please?", "Would you {x}, please?", "Please {x}.", "If it's no trouble, {x}.",
-                 "I'd like you to {x}, if you don't mind."],
+        "wrap": ["Could you {x}, please?", "Would you {x}, please?", "Please {x}.", "When you get a sec, {x}.",
+                 "I'd like you to {x}, if that's alright."],
         "more": ["And could you {x}, please?", "Also, please {x}.", "Then would you {x}?"],
-        "thanks": ["Thank you so much.", "Lovely, thank you.", "That's perfect, thank you kindly."],
+        "thanks": ["Thanks ever so.", "Lovely, thank you.", "That's perfect, thank you kindly."],
         "corrections": 0.3, "chat": 0.5,
     },
     "terse": {
@@ -167,7 +167,7 @@ TEMPERAMENTS: dict[str, dict[str, object]] = {
     "grumpy": {
         "sketch": "grumpy, gadget-averse",
         "wrap": ["Just {x}.", "{X}, and don't make me ask twice.", "{X}. Is that so hard?", "Right. {X}."],
-        "more": ["And {x} while you're at it.", "Also {x}.", "And {x}, obviously."],
+        "more": ["And {x} whilst you're there.", "Also {x}.", "And {x}, obviously."],
         "thanks": ["About time.", "Finally.", "Fine, that'll do."],
         "corrections": 0.3, "chat": 0.4,
     },
@@ -217,7 +217,7 @@ ASSISTANT_WORDS: dict[tuple[str, str], dict[object, str]] = {
     ("lights", "color"): {"warm": "warm white", "cool": "cool white", "neutral": "neutral white"},
 }
 
-# Short names for a field, used in corrections ("Actually, make the {f} 47").
+# Short names for a field, used in corrections ("Actually, make the {f} 35").
 FIELD_NAMES: dict[tuple[str, str], list[str]] = {
     ("tv", "volume"): ["TV volume", "telly volume"],
     ("tv", "brightness"): ["TV brightness", "screen brightness"],
@@ -242,16 +242,16 @@ FIELD_REQUESTS: dict[tuple[str, str], list[str]] = {
     ("tv", "brightness"): ["set the TV brightness to {v}", "put the screen brightness at {v}",
                            "make the TV brightness {v}", "change the TV brightness to {v}",
                            "v<=40|dim the TV to {v}"],
-    ("tv", "input_source"): ["put the TV on {v}", "switch the TV over to {v}", "change the TV input to {v}",
+    ("tv", "input_source"): ["put the TV on {v}", "flick the TV across to {v}", "change the TV input to {v}",
                              "flip the telly to {v}", "get {v} up on the TV"],
     ("ac", "temperature"): ["set the thermostat to {v} degrees", "put the AC at {v} degrees",
                             "make it {v} degrees in here", "get the temperature to {v}", "set the AC to {v}"],
-    ("ac", "mode"): ["put the AC on {v} mode", "switch the AC to {v}", "set the air conditioning to {v} mode",
+    ("ac", "mode"): ["put the AC on {v} mode", "switch the AC to {v}", "have the air conditioning in {v} mode",
                      "run the AC in {v} mode"],
     ("ac", "fan_speed"): ["set the AC fan to {v}", "put the fan speed on {v}", "make the fan speed {v}",
                           "turn the AC fan to {v}"],
     ("lights", "brightness"): ["set the lights to {v} percent", "put the lights at {v}", "make the lights {v} percent",
-                               "v<=40|dim the lights to {v}", "v>=60|bring the lights up to {v} percent",
+                               "v<=40|dim the lights to {v}", "v>=60|raise the lights to {v} percent",
                                "v<=40|take the lights down to {v} percent"],
     ("lights", "color"): ["make the lights {v}", "switch the lights to {v}", "set the light colour to {v}",
                           "give me {v} light"],
@@ -265,7 +265,7 @@ FIELD_REQUESTS: dict[tuple[str, str], list[str]] = {
                             "v=true|switch the alarm on", "v=false|disarm the security system",
                             "v=false|disarm the alarm", "v=false|switch the alarm off",
                             "v=false|turn the security off"],
-    ("security", "alarm_volume"): ["set the alarm volume to {v}", "put the alarm volume at {v}",
+    ("security", "alarm_volume"): ["set the alarm volume to {v}", "alarm volume on {v}",
                                    "make the siren volume {v}", "change the alarm volume to {v}"],
 }
 
@@ -294,8 +294,8 @@ DEVICE_REQUESTS: dict[tuple[str, tuple[str, ...]], list[str]] = {
         "put the TV on {input_source}, brightness {brightness}, sound at {volume}",
     ],
     ("tv", ("volume", "input_source")): [
-        "put {input_source} on the TV at volume {volume}",
-        "switch the telly to {input_source} and set the volume to {volume}",
+        "put {input_source} on the TV, volume {volume}",
+        "switch the telly to {input_source} and have the volume on {volume}",
     ],
     ("tv", ("brightness", "input_source")): [
         "put the TV on {input_source} with the brightness at {brightness}",
@@ -304,13 +304,13 @@ DEVICE_REQUESTS: dict[tuple[str, tuple[str, ...]], list[str]] = {
         "mode=heat|heat the place to {temperature} with the fan on {fan_speed}",
         "mode=cool|cool it down to {temperature}, fan on {fan_speed}",
         "set the AC to {mode} at {temperature} degrees, fan speed {fan_speed}",
-        "run the AC on {mode}, {temperature} degrees, with the fan at {fan_speed}",
+        "run the AC on {mode}, {temperature} degrees, fan turning at {fan_speed}",
     ],
     ("ac", ("temperature", "mode")): [
         "mode=heat|crank the heat up to {temperature}",
         "mode=heat|heat to {temperature}",
         "mode=cool|cool the place down to {temperature}",
-        "mode=auto|leave the AC on auto at {temperature}",
+        "mode=auto|let the AC run on auto, {temperature} degrees",
         "put the AC on {mode} at {temperature} degrees",
     ],
     ("ac", ("mode", "fan_speed")): [
@@ -334,10 +334,10 @@ DEVICE_REQUESTS: dict[tuple[str, tuple[str, ...]], list[str]] = {
         "play something on the speaker, volume {volume}, {equalizer} on the EQ",
     ],
     ("security", ("armed", "alarm_volume")): [
-        "armed=true|arm the alarm with the volume at {alarm_volume}",
-        "armed=true|arm the security system, alarm volume {alarm_volume}",
-        "armed=true|lock things down and arm the alarm at {alarm_volume}",
-        "armed=false|disarm the security system and set the alarm volume to {alarm_volume}",
+        "armed=true|arm the alarm, its volume at {alarm_volume}",
+        "armed=true|arm the security system and the siren at {alarm_volume}",
+        "armed=true|batten down the hatches, arm everything, siren {alarm_volume}",
+        "armed=false|disarm the security system, but the alarm volume goes to {alarm_volume}",
         "armed=false|switch the alarm off but keep its volume at {alarm_volume}",
     ],
 }
@@ -345,14 +345,14 @@ DEVICE_REQUESTS: dict[tuple[str, tuple[str, ...]], list[str]] = {
 # Said before a request, as the reason for it ("It's freezing in here, heat to 24").
 # Conditions name "device.field" of the values being asked for.
 INDIRECT: list[tuple[str, list[str]]] = [
-    ("ac.mode=heat", ["It's freezing in here", "I can't feel my toes", "Brr, this place is an icebox",
+    ("ac.mode=heat", ["It's arctic in this house", "I can't feel my toes", "Brr, this place is an icebox",
                       "It's chilly inside"]),
     ("ac.mode=cool", ["I'm melting", "It's stuffy in here", "It's like an oven in this room"]),
     ("lights.brightness>=70", ["It's like a cave in here", "I can't see a thing"]),
-    ("lights.brightness<=30", ["The lights are way too harsh", "My eyes need a break"]),
-    ("tv.volume>=60", ["I can barely hear the TV", "The dialogue is all mumbles"]),
-    ("tv.volume<=20", ["The TV is blaring", "That's far too loud"]),
-    ("tv.brightness>=80", ["The picture looks washed out", "I can hardly see the screen"]),
+    ("lights.brightness<=30", ["These lights are glaring at me", "My eyes need a break"]),
+    ("tv.volume>=60", ["The TV is a whisper", "The dialogue is all mumbles"]),
+    ("tv.volume<=20", ["The telly is deafening me", "That's far too loud"]),
+    ("tv.brightness>=80", ["The picture looks washed out", "The screen looks murky"]),
     ("speaker.equalizer=bass boost", ["This track needs more thump"]),
     ("speaker.equalizer=treble boost", ["The vocals sound muddy"]),
     ("security.armed=true", ["Better safe than sorry", "I don't want any surprises"]),
@@ -364,31 +364,31 @@ INDIRECT_JOINS = ["{pre}, so {x}.", "{pre}. {X}.", "{pre}... {x}, would you?", "
 # When the assistant asks for a missing value: a vague request naming only the device, and
 # the question.
 CLARIFY: dict[tuple[str, str], tuple[list[str], list[str]]] = {
-    ("tv", "volume"): (["turn the TV on", "put the telly on"],
-                       ["What volume would you like?", "At what volume?", "How loud should it be?"]),
-    ("tv", "brightness"): (["fix the TV brightness", "change the brightness on the TV"],
-                           ["What brightness?", "How bright do you want the screen?"]),
+    ("tv", "volume"): (["get the TV going", "put the telly on"],
+                       ["Which volume level?", "At what volume?", "How loud should it be?"]),
+    ("tv", "brightness"): (["fix the TV brightness", "change how bright the TV is"],
+                           ["What brightness?", "How bright should the screen go?"]),
     ("tv", "input_source"): (["switch the TV input", "change what's on the TV"],
                              ["Which input: HDMI1, HDMI2, AV, Netflix or YouTube?",
                               "Which source should I switch to?"]),
     ("ac", "temperature"): (["sort out the temperature", "change the thermostat"],
-                            ["What temperature should I set?", "Which temperature would you like?"]),
+                            ["Which temperature, in degrees?", "What should the thermostat read?"]),
     ("ac", "mode"): (["change the AC mode", "adjust the air conditioning"],
-                     ["Cool, heat or auto?", "Which mode would you like?"]),
+                     ["Cooling, heating or auto?", "Which AC mode?"]),
     ("ac", "fan_speed"): (["change the AC fan", "adjust the fan"],
                           ["What fan speed, from 0 to 3?", "Which fan speed?"]),
-    ("lights", "brightness"): (["do something about the lights", "adjust the lights"],
-                               ["How bright should they be?", "What brightness level?"]),
+    ("lights", "brightness"): (["sort the lights out", "adjust the lights"],
+                               ["What level for the lights?", "What brightness level?"]),
     ("lights", "color"): (["change the light colour", "switch the colour of the lights"],
                           ["Warm, cool or neutral?", "Which colour would you like?"]),
     ("lights", "mode"): (["change the lighting mode", "switch the light mode"],
                          ["Static or dynamic?", "Which lighting mode?"]),
-    ("speaker", "volume"): (["put some music on", "get the speaker going"],
+    ("speaker", "volume"): (["stick some tunes on", "fire up the speaker"],
                             ["What volume?", "How loud?"]),
     ("speaker", "equalizer"): (["change the speaker's EQ", "fiddle with the equalizer"],
                                ["Bass boost, balanced or treble boost?", "Which equalizer setting?"]),
-    ("security", "alarm_volume"): (["change the alarm volume", "sort out the alarm volume"],
-                                   ["What alarm volume would you like?", "How loud should the alarm be?"]),
+    ("security", "alarm_volume"): (["adjust the siren's loudness", "sort out the alarm volume"],
+                                   ["Which alarm volume?", "How loud should the siren go?"]),
 }
 CLARIFY_ANSWERS = ["{v}, please.", "{v}.", "Let's say {v}.", "Go with {v}.", "{v} should do it.", "Hmm... {v}.",
                    "Make it {v}."]
@@ -403,22 +403,22 @@ LATER_CORRECTIONS = {
 }
 # A change of mind within one phrase: replaces the value.
 INLINE_CORRECTIONS = {
-    "number": ["{w}... no, {v}", "{w}, actually {v}", "{w}, no wait, make it {v}", "w<v|{w}, hmm, a touch more, {v}",
+    "number": ["{w}... no, {v}", "{w}, actually {v}", "{w}, no wait, make it {v}", "w<v|{w}, hmm, a notch higher, {v}",
                "w>v|{w}... no, a bit less, {v}"],
     "category": ["{w}... no, {v}", "{w}, sorry, I mean {v}", "{w}, actually no, {v}"],
 }
 
 # --- the assistant ----------------------------------------------------------------------
-# A confirmation is a subject and fragments: "The TV is now at volume 30, brightness 70 and on Netflix."
+# A confirmation is a subject and fragments: "The TV is now on Netflix with volume 30 and brightness 70."
 DEVICE_SUBJECTS = {
-    "tv": ["The TV is now", "The TV is", "TV:"],
+    "tv": ["The TV's now", "The TV is", "TV:"],
     "ac": ["The AC is now", "The AC is", "AC:"],
-    "lights": ["The lights are now", "The lights are", "Lights:"],
+    "lights": ["Lights are now", "The lights are", "Lights:"],
     "speaker": ["The speaker is now", "The speaker is", "Speaker:"],
     "security": ["The security system is now", "Security is", "Security:"],
 }
 CONFIRM_FRAGMENTS: dict[tuple[str, str], list[str]] = {
-    ("tv", "volume"): ["at volume {v}"],
+    ("tv", "volume"): ["on volume {v}"],
     ("tv", "brightness"): ["at brightness {v}", "set to brightness {v}"],
     ("tv", "input_source"): ["on {v}", "switched to {v}"],
     ("ac", "temperature"): ["at {v} degrees", "set to {v} degrees"],
@@ -435,16 +435,16 @@ CONFIRM_FRAGMENTS: dict[tuple[str, str], list[str]] = {
 DEVICE_CONFIRMS: dict[tuple[str, tuple[str, ...]], list[str]] = {
     ("ac", ("temperature", "mode", "fan_speed")): [
         "mode=heat|Heating to {temperature} degrees, fan speed {fan_speed}.",
-        "mode=cool|Cooling to {temperature} degrees with the fan on {fan_speed}.",
-        "mode=auto|AC on auto at {temperature} degrees, fan speed {fan_speed}.",
+        "mode=cool|Cooling to {temperature} degrees, fan on {fan_speed}.",
+        "mode=auto|Auto mode, {temperature} degrees, fan speed {fan_speed}.",
     ],
     ("ac", ("temperature", "mode")): [
         "mode=heat|Heating to {temperature} degrees.",
         "mode=cool|Cooling the place to {temperature} degrees.",
     ],
     ("security", ("armed", "alarm_volume")): [
-        "armed=true|The alarm is armed, volume {alarm_volume}.",
-        "armed=false|Security disarmed, alarm volume set to {alarm_volume}.",
+        "armed=true|Alarm armed; its volume is {alarm_volume}.",
+        "armed=false|Disarmed, with the siren level on {alarm_volume}.",
     ],
     ("speaker", ("volume", "equalizer")): ["Music playing at volume {volume}, {equalizer} on the EQ.",
                                            "The speaker is playing at {volume} with {equalizer} sound."],
@@ -459,12 +459,12 @@ USER_CONTEXT_REMARKS: list[tuple[str, list[str]]] = [
                        "Snow again. Pretty to look at, awful to walk in."]),
     ("weather=sunny", ["Gorgeous sunshine out there.", "Proper blue sky today."]),
     ("weather=cloudy", ["Grey and gloomy out.", "The sky's completely overcast."]),
-    ("outdoor_temp=very cold", ["It's bitterly cold outside.", "It's well below freezing out."]),
+    ("outdoor_temp=very cold", ["Bitter out there, properly bitter.", "The puddles outside are solid ice."]),
     ("outdoor_temp=cold", ["Chilly out there.", "It's nippy outside."]),
     ("outdoor_temp=hot", ["It's boiling outside.", "The heat out there is brutal."]),
     ("outdoor_temp=warm", ["Warm one out there.", "Properly warm out today."]),
     ("outdoor_temp=mild", ["Mild out, at least.", "Not too bad out there, temperature-wise."]),
-    ("sun_phase=before_sunrise", ["It's still pitch dark out.", "The sun's not even up yet."]),
+    ("sun_phase=before_sunrise", ["Still black as ink outside.", "The sun's not even up yet."]),
     ("sun_phase=after_sunset", ["It's already dark out.", "Dark already, I lost track of time."]),
     ("time_of_day=evening&sun_phase=daylight", ["Still light out, nice."]),
     ("day_of_week=weekend", ["Finally, the weekend.", "No plans this weekend, thankfully."]),
@@ -478,10 +478,10 @@ GREETINGS = {
     "night": ["Hey, it's me.", "Hi.", "Still up?"],
 }
 ASSISTANT_GREETINGS = {
-    "morning": ["Good morning! What can I do for you?", "Morning! How can I help?"],
-    "afternoon": ["Good afternoon. What do you need?", "Hi! What can I do for you?"],
-    "evening": ["Good evening. What can I set up for you?", "Welcome home. What do you need?"],
-    "night": ["Hi, I'm here. What can I do for you?", "Hi. What do you need this late?"],
+    "morning": ["Good morning! What shall I set up?", "Morning! How can I help?"],
+    "afternoon": ["Good afternoon. How can I help?", "Hi! Anything you'd like changed?"],
+    "evening": ["Good evening. What can I set up for you?", "Hello again. What would you like?"],
+    "night": ["Hi, I'm listening. How can I help?", "Hi. Burning the midnight oil?"],
 }
 WEATHER_QUESTIONS = ["What's it like outside?", "How's the weather looking?", "What's it doing out there?",
                      "Is it nice out?"]
@@ -491,10 +491,118 @@ WEATHER_WORDS = {"sunny": "sunny", "cloudy": "cloudy", "rainy": "rainy", "snowy"
 DAY_WORDS = {"weekday": ["weekday", "Tuesday", "Wednesday", "Thursday"], "weekend": ["weekend", "Saturday", "Sunday"]}
 WEATHER_ANSWERS = ["It's a {temp}, {weather} {day} {period}.", "{Weather} and {temp} right now.",
                    "It's {temp} out, and {weather}."]
-SUN_REMARKS = {"before_sunrise": "The sun isn't up yet.", "after_sunset": "It's dark out already.", "daylight": ""}
+SUN_REMARKS = {"before_sunrise": "Dawn hasn't broken yet.", "after_sunset": "It's dark out already.", "daylight": ""}
 ASSISTANT_CONTEXT_REMARKS = ["It's a {temp}, {weather} {period} out there, by the way.",
                              "Heads up: it's {weather} and {temp} outside.", "Quite a {weather} {period}, isn't it?"]
 CHAT_REPLIES = ["Ha, I hear you.", "Fair enough.", "I can imagine.", "Well, you're home now.",
                 "Sounds like quite a day.", "Noted. I'll keep things easy for you."]
-ASSISTANT_CLOSERS = ["Anytime.", "Enjoy your {period}.", "You're welcome. Enjoy the rest of your {period}.",
-                     "Happy to help.", "time_of_day=night|Sleep well.", "time_of_day=morning|Have a good day."]
+ASSISTANT_CLOSERS = ["Anytime.", "Enjoy your {period}.", "You're welcome. Have a lovely {period}.",
+                     "Happy to help.", "time_of_day=night|Sleep well.", "time_of_day=morning|Good luck today."]
+
+# --- natural speech (style "natural") -----------------------------------------------------
+# Everything below is used only by `style="natural"`; the plain style never reads it, so its
+# output stays what it was.  Values said first and corrected, vague requests, nicknames and the
+# rest keep the labels honest: the last explicit value the user gives is the labelled one.
+
+# Other names people use for a device: (the plain name in a request, as a regular expression;
+# the nicknames that may replace it).  Each nickname still names the device unambiguously.
+NICKNAMES: dict[str, tuple[str, list[str]]] = {
+    "tv": (r"\bthe (?:TV|telly)\b", ["the telly", "the box", "the television", "the goggle box"]),
+    "lights": (r"\bthe lights\b", ["the big light", "the lamps", "the overheads", "the ceiling lights"]),
+    "ac": (r"\bthe (?:AC|air conditioning)\b", ["the aircon", "the air con", "the climate control"]),
+    "speaker": (r"\bthe speaker\b", ["the stereo", "the sound system", "the hi-fi"]),
+    "security": (r"\bthe (?:alarm|security system)\b(?! volume| on\b| off\b)", ["the burglar alarm", "the house alarm",
+                                                                    "the alarm system"]),
+}
+# A vague request for one numeric field; the exact value comes later in the session.
+# v is the value it settles on, so the direction fits it.
+VAGUE_REQUESTS: dict[tuple[str, str], list[str]] = {
+    ("tv", "volume"): ["v>=40|turn the TV up a bit", "v>=40|make the telly louder",
+                       "v>=40|give the TV a bit more sound", "v<40|bring the TV down a touch",
+                       "v<40|make the telly a bit quieter"],
+    ("tv", "brightness"): ["v>=50|make the TV screen brighter", "v>=50|perk the screen up a bit",
+                           "v<50|take the TV screen down a notch", "v<50|the screen is glaring, tone the TV down"],
+    ("ac", "temperature"): ["v>=22|make it warmer in here", "v>=22|take the chill off the room",
+                            "v>=22|nudge the thermostat up", "v<=21|make it a bit fresher in here",
+                            "v<=21|nudge the thermostat down", "v<=21|it's stuffy, bring the temperature down"],
+    ("ac", "fan_speed"): ["v>=2|turn the fan up a bit", "v>=2|get more air out of the fan",
+                          "v<=1|ease the fan off", "v<=1|the fan is too much, turn it down"],
+    ("lights", "brightness"): ["v>=50|give me more light", "v>=50|brighten the lights a little",
+                               "v>=50|turn the lights up", "v<50|dim the lights a touch",
+                               "v<50|knock the lights down a bit", "v<50|it's too glary, soften the lights"],
+    ("speaker", "volume"): ["v>=40|turn the music up", "v>=40|crank the speaker a little",
+                            "v<40|turn the music down a bit", "v<40|make the speaker quieter"],
+    ("security", "alarm_volume"): ["v>=50|make the alarm louder", "v>=50|give the siren more punch",
+                                   "v<50|make the alarm quieter", "v<50|tone the siren down"],
+}
+# The assistant's answer to a vague request ({f}: a field name), said at the end of its reply.
+VAGUE_ACKS = ["I'll nudge the {f}; tell me when it's right.", "Adjusting the {f} now. Say when.",
+              "Changing the {f} a little. Give me a number if you have one in mind.",
+              "On it with the {f}. Let me know where it should land."]
+# The user settling the value: right after the assistant's answer, or later naming the field.
+VAGUE_SETTLES_NOW = ["{V} is good.", "There. {V} is right.", "Stop at {v}, please.", "A bit more... {v}. Perfect.",
+                     "{V} will do it.", "Let's land on {v}.", "Hmm, go to {v}."]
+VAGUE_SETTLES_LATER = ["Oh, the {f}: {v} is good.", "For the {f}, {v} is about right.", "Let's settle the {f} at {v}.",
+                       "Thinking about it, {v} for the {f}.", "Back to the {f}, put it on {v} and leave it."]
+
+# Numbers that are not settings.  Leads start a request turn, before any device is named
+# ({h}: an hour, {k}: a count, {m}: minutes); tails may follow device talk, so their number
+# comes with a word that marks it as a time or a count.
+DISTRACTOR_LEADS = ["I got in at {h}", "Only made it back at {h}", "Been up since {h}",
+                    "My {k} nephews are staying over", "Just did {k} loads of washing",
+                    "The bus was {m} minutes late", "I've had {k} coffees today",
+                    "Flat {k} upstairs is having a party", "We only got back at {h}", "My {k} kids are finally asleep"]
+DISTRACTOR_TAILS = ["I've got {k} parcels to open.", "Still {k} emails to answer.", "I'm off out again at {h} pm.",
+                    "Dinner's at {h}:30.", "The match starts at {h} o'clock.", "The twins turned {k} years old today!"]
+
+# A device left alone, said after a request (never a device the session sets).
+NEGATED_DEVICES: dict[str, list[str]] = {
+    "tv": ["leave the TV alone", "don't touch the telly", "the TV can stay as it is", "not the TV",
+           "I'm cool with the TV as it is"],
+    "ac": ["don't touch the thermostat", "leave the AC alone", "no need to touch the aircon"],
+    "lights": ["leave the lights as they are", "don't touch the lights", "the lights are fine as they are"],
+    "speaker": ["no music for now", "leave the speaker alone", "don't touch the speaker",
+                "I'm cool with the speaker as it is"],
+    "security": ["leave the security system alone", "don't mess with the security system"],
+}
+# A field left alone on a device the turn does set (never a field the session sets).
+NEGATED_FIELDS: dict[tuple[str, str], list[str]] = {
+    ("tv", "volume"): ["don't touch the TV volume"],
+    ("tv", "brightness"): ["leave the TV brightness alone"],
+    ("tv", "input_source"): ["don't switch the TV input", "keep the TV on whatever it's showing"],
+    ("ac", "temperature"): ["leave the thermostat temperature as it is"],
+    ("ac", "mode"): ["don't change the AC mode"],
+    ("ac", "fan_speed"): ["don't change the fan", "leave the fan where it is"],
+    ("lights", "brightness"): ["don't touch the light brightness"],
+    ("lights", "color"): ["don't change the light colour"],
+    ("lights", "mode"): ["keep the lighting mode as it is"],
+    ("speaker", "volume"): ["don't touch the speaker volume"],
+    ("speaker", "equalizer"): ["leave the speaker EQ alone"],
+    ("security", "alarm_volume"): ["don't touch the siren volume"],
+}
+# The lights of other rooms, said when the lights are set ("these" are the ones set).
+NEGATED_ROOMS = ["just in here, not the kitchen lights", "not the hallway lights, only these",
+                 "only the lounge, not the bedroom lights"]
+NEGATION_JOINS = ["But {n}.", "{N}, though.", "Oh, and {n}.", "{N}, mind.", "{N}, please."]
+
+# Corrections said the way people blurt them, added to the plain ones.
+NATURAL_INLINE_CORRECTIONS = {
+    "number": ["{w}. Hang on, no, {v}", "{w}, scrap that, {v}", "{w}... or rather {v}", "{v}, not {w}",
+               "w>v|{w}, hmm, lower, {v}", "w<v|{w}... no, higher, {v}"],
+    "category": ["{w}. Hang on, no, {v}", "{w}, scrap that, {v}", "{v}, not {w}"],
+}
+NATURAL_LATER_CORRECTIONS = {
+    "number": ["Wait, did I say {w}? The {f} should be {v}.", "Ugh, {w} is wrong. {V} for the {f}.",
+               "Let me redo the {f}: {v}.", "Scratch the {f} I gave you, make it {v}."],
+    "category": ["Wait, not {w}. {V} for the {f}.", "Hmm, {w} was a mistake; the {f} should be {v}."],
+}
+
+# Setting words in other senses, in small talk and closing lines (no device, no number).
+OTHER_SENSE_CHAT = ["My sister had a bright idea: a barbecue. In this weather.",
+                    "Cycling is my mode of transport now, apparently.",
+                    "Told my boss I'm cool with the new rota. I'm not.",
+                    "I'm a big fan of doing absolutely nothing tonight.",
+                    "The new neighbours seem warm enough, they brought biscuits round.",
+                    "The whole team kept its cool today, for once."]
+OTHER_SENSE_THANKS = ["Cool, that's the lot.", "I'm cool with all that. Thanks.", "Bright. Cheers.",
+                      "Sorted. Big fan of you, you know."]

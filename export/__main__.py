@@ -13,7 +13,7 @@ from eval.errors import HarnessError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .recipes import RECIPES
+    from .catalogue import RECIPES
 
     parser = argparse.ArgumentParser(
         prog="python -m export",

@@ -1,4 +1,4 @@
-"""Turn a packaged GGUF (the default model, Gemma 3 270M Q4_K_M) into a Hugging Face checkpoint.
+"""Turn a packaged GGUF (Gemma 3 270M Q4_K_M, SmolLM2 135M Q4_1) into a Hugging Face checkpoint.
 
     python -m export.dequant --gguf FILE --out DIR        (runs in the gguf toolchain env)
 
@@ -6,8 +6,9 @@ transformers' GGUF loader dequantizes the weights to float32.  Two quirks, each 
   - `save_pretrained` refuses a model loaded from GGUF until its quantizer and
     `config.quantization_config` are removed (the weights are plain float32 by then);
   - llama.cpp's converter reads a Gemma 3 vocabulary from a SentencePiece `tokenizer.model`
-    (a tokenizer.json of this model has no pre-tokenizer hash it knows), so the GGUF's own
-    vocabulary (pieces, scores, token types) is written back as one.
+    (a tokenizer.json of this model has no pre-tokenizer hash it knows), so for Gemma the GGUF's
+    own vocabulary (pieces, scores, token types) is written back as one.  A byte-level BPE
+    vocabulary (SmolLM2, GPT-2 style) has no SentencePiece form: its tokenizer.json is enough.
 The result is cached by export.sources; every format is then exported from real weights.
 """
 
@@ -58,6 +59,50 @@ def _write_sentencepiece(gguf_path: Path, out: Path) -> None:
     (out / "tokenizer.model").write_bytes(model.SerializeToString())
 
 
+def _bpe_tokenizer(gguf_path: Path) -> object | None:
+    """A fast tokenizer rebuilt from a byte-level BPE GGUF vocabulary (tokens + merges), for the
+    pre-tokenizers known here; None for others.  transformers' GGUF loader reads SmolLM2's
+    vocabulary as a Llama SentencePiece one (its tokenizer.json then has no "Ċ" for a newline, and
+    llama.cpp's converter crashed on it), so the vocabulary is rebuilt as the model's own
+    tokenizer.json is: BPE with byte-level pre-tokenizing, digits one by one (llama.cpp's "smollm").
+    """
+    from gguf import GGUFReader
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    reader = GGUFReader(str(gguf_path))
+
+    def strings(name: str) -> list[str]:
+        f = reader.fields[name]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    def number(name: str) -> int | None:
+        return int(reader.fields[name].parts[reader.fields[name].data[0]][0]) if name in reader.fields else None
+
+    if strings("tokenizer.ggml.model") != ["gpt2"] or strings("tokenizer.ggml.pre") != ["smollm"]:
+        return None
+    tokens = strings("tokenizer.ggml.tokens")
+    types = [int(reader.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in
+             reader.fields["tokenizer.ggml.token_type"].data]
+    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    special = [t for t, kind in zip(tokens, types) if kind == 3]  # gguf token type 3: control
+    tokenizer.add_special_tokens(special)
+
+    def name_of(key: str) -> str | None:
+        index = number(f"tokenizer.ggml.{key}_token_id")
+        return tokens[index] if index is not None else None
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=name_of("bos"), eos_token=name_of("eos"),
+                                   unk_token=name_of("unknown"), pad_token=name_of("padding"))
+    if "tokenizer.chat_template" in reader.fields:
+        fast.chat_template = strings("tokenizer.chat_template")[0]
+    return fast
+
+
 def dequantize(gguf_path: Path, out: Path) -> Path:
     import torch
     import transformers as tf
@@ -66,21 +111,25 @@ def dequantize(gguf_path: Path, out: Path) -> Path:
     with staged_folder(out) as tmp:
         folder, name = str(gguf_path.parent), gguf_path.name
         model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        _write_sentencepiece(gguf_path, tmp)
         if model.config.model_type.startswith("gemma"):
+            _write_sentencepiece(gguf_path, tmp)
             # transformers 4.57's GGUF tokenizer for Gemma 3 splits words into pieces llama.cpp
             # never makes ("The capital of France is": 10 tokens instead of 5); the fast
             # tokenizer built from the SentencePiece model above matches llama.cpp exactly.
             tokenizer = tf.GemmaTokenizerFast(vocab_file=str(tmp / "tokenizer.model"), bos_token="<bos>",
                                               eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
         else:
-            tokenizer = tf.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            tokenizer = _bpe_tokenizer(gguf_path) or tf.AutoTokenizer.from_pretrained(folder, gguf_file=name)
         # Loaded from GGUF, the model still names a quantizer; its weights are float32 now.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if not model.config.model_type.startswith("gemma"):
+            # transformers saves the GGUF file itself as the slow tokenizer's "tokenizer.model";
+            # llama.cpp's converter would read it as SentencePiece.  tokenizer.json is the tokenizer.
+            (tmp / "tokenizer.model").unlink(missing_ok=True)
         (tmp / "dequantized_from.json").write_text(json.dumps(
             {"gguf": gguf_path.name, "transformers": tf.__version__, "dtype": "float32"}, indent=2))
     return out

@@ -23,16 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from eval.errors import HarnessError
+from eval.errors import HarnessError, cache_dir
+from runtimes.versions import LLAMACPP_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements"
-LLAMACPP_VERSION = "0.3.36"
-
-
-def cache_dir() -> Path:
-    """~/.cache/edgewise-harness, or $EDGEWISE_CACHE."""
-    return Path(os.environ.get("EDGEWISE_CACHE") or Path.home() / ".cache" / "edgewise-harness")
 
 
 def requirements_file(fmt: str) -> Path:

@@ -39,6 +39,7 @@ from eval.errors import HarnessError
 
 from . import vendor_backends as vendor
 from .vendor_backends import NEUROPILOT_MODULES
+from .catalogue import describe_min_top1, min_top1
 from .worker import finish, worker_parser
 
 BACKENDS = ("xnnpack", "mediatek", "qnn")
@@ -138,7 +139,7 @@ class ExecuTorchExporter:
                     f"(NeuroPilot, platform {vendor.MTK_PLATFORM})",
                     "parity: not run (NeuroPilot runs only on the phone's APU); the manifest says so"]
         qlinear = str(options.get("qlinear", "8da4w")).lower()
-        check = "logits and 16 greedy tokens" if qlinear == "fp32" else f"top-1 agreement >= {options.get('min_top1', 0.6)}"
+        check = "logits and 16 greedy tokens" if qlinear == "fp32" else describe_min_top1(options, qlinear)
         return [f"optimum-cli export executorch --recipe xnnpack --use_custom_sdpa --use_custom_kv_cache "
                 f"--qlinear {variant} --qembedding {options.get('qembedding', '8w')} --max_seq_len "
                 f"{options.get('max_seq_len', 2048)} (optimum-executorch 1.1.0, executorch 1.5.1)",
@@ -149,7 +150,7 @@ class ExecuTorchExporter:
         return ["executorch-qnn"] if _backend(options) == "qnn" else []
 
     def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
-        from .recipes import get_recipe
+        from .catalogue import get_recipe
 
         self.preflight(options, get_recipe(name))
         backend = _backend(options)
@@ -165,7 +166,8 @@ class ExecuTorchExporter:
             return [*common, "--settings", json.dumps(settings)]
         return [*common, "--qlinear", str(options.get("qlinear", "8da4w")),
                 "--qembedding", str(options.get("qembedding", "8w")),
-                "--max-seq-len", str(options.get("max_seq_len", 2048)), "--min-top1", str(options.get("min_top1", 0.6))]
+                "--max-seq-len", str(options.get("max_seq_len", 2048)),
+                "--min-top1", str(min_top1(options, self.variant(options))[0])]
 
 
 def _backend(options: dict[str, Any]) -> str:

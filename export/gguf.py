@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .catalogue import describe_min_top1, min_top1
 from .worker import finish, worker_parser
 
 FLOAT_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
@@ -56,7 +57,7 @@ class GgufExporter:
             steps.append(f"-> {quant} GGUF; parity: logits and 16 greedy tokens vs transformers")
         else:
             steps += ["-> F32 GGUF (scratch); parity: logits and 16 greedy tokens vs transformers",
-                      f"llama_model_quantize -> {quant}; parity: top-1 agreement >= {options.get('min_top1', 0.6)}"]
+                      f"llama_model_quantize -> {quant}; parity: {describe_min_top1(options, quant)}"]
         return steps
 
     def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
@@ -64,7 +65,7 @@ class GgufExporter:
 
         return ["-m", "export.gguf", "--source", str(source), "--out", str(out), "--result", str(result),
                 "--quantization", self.variant(options), "--name", name,
-                "--min-top1", str(options.get("min_top1", 0.6)), "--llama-cpp", str(llamacpp_source())]
+                "--min-top1", str(min_top1(options, self.variant(options))[0]), "--llama-cpp", str(llamacpp_source())]
 
 
 # --- the worker (gguf toolchain env) ---------------------------------------------------------

@@ -8,11 +8,12 @@ its parity says `"passed": null` with the reason in `"skipped"`, never true.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from eval.errors import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -45,14 +46,6 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entries(folder: Path) -> list[FileEntry]:

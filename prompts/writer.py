@@ -8,20 +8,18 @@ prompts/templates/writer.txt (plus writer_feedback.txt on a rewrite), asks for J
 runtime supports it) and reads the dialogue back.  Checking the dialogue against its plan,
 rewriting and falling back are `eval.synth`'s job (`check_dialogue`, `write_session`).
 
-`python -m eval synth --writer openai|llamacpp` reaches `make_writer` through a lazy import,
-so `import eval.synth` stays free of prompts and runtimes.
+The runtime is handed in: `python -m eval synth --writer openai|llamacpp` builds it from its
+name (eval/__main__.py, `make_writer`), so neither eval.synth nor this module picks an engine.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from eval.errors import HarnessError
 from eval.synth import MAX_MESSAGES, MIN_MESSAGES, WriterInput, WriterOutput
-from runtimes import get_runtime
 from runtimes.base import GenerationSettings, Request, Runtime
 
 from . import render
@@ -177,46 +175,3 @@ class RuntimeWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def make_writer(kind: str, *, base_url: str | None = None, model: str | None = None,
-                schema_mode: str | None = None, gguf: str | None = None, chat_format: str | None = None,
-                temperature: float | None = None, max_tokens: int | None = None,
-                max_text_chars: int | None = None, runtime_options: dict[str, Any] | None = None,
-                ) -> RuntimeWriter:
-    """The writer `python -m eval synth --writer KIND` uses.
-
-    openai: an OpenAI-compatible endpoint (`base_url`, default $OPENAI_BASE_URL or OpenAI's;
-    key from $OPENAI_API_KEY; `model`, default the server's only model; `schema_mode` as in
-    runtimes.openai, default "auto", or "none" to send no schema).  llamacpp: llama.cpp in this
-    process on `gguf` (default: the packaged Gemma 3 270M), with the GGUF's own chat template
-    or `chat_format` (a llama-cpp-python family name; "gemma" for the packaged model, which has
-    no template), its messages bounded to LLAMACPP_MAX_TEXT_CHARS unless `max_text_chars` says
-    otherwise.  `runtime_options` go to the runtime as they are (e.g. max_retries, timeout).
-    """
-    options = {"temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
-               "max_tokens": max_tokens or DEFAULT_MAX_TOKENS}
-    if kind == "openai":
-        mode = schema_mode or "auto"
-        runtime = get_runtime("openai", base_url=base_url, model=model,
-                              schema_mode="auto" if mode == "none" else mode, **(runtime_options or {}))
-        if not model:
-            runtime.load("")  # asks the server for its models (and fails early if it is not there)
-            served = runtime.served_models or []
-            if len(served) != 1:
-                raise HarnessError(f"Pass --model: the server at {runtime.base_url} serves "
-                                   f"{', '.join(served) or 'no model it names'}.")
-            runtime.model = served[0]
-        return RuntimeWriter(runtime, f"openai:{runtime.model}", use_schema=mode != "none",
-                             max_text_chars=max_text_chars, **options)
-    if kind == "llamacpp":
-        if gguf is None:
-            from runtimes.llamacpp import default_model_path
-
-            gguf = str(default_model_path())
-            chat_format = chat_format or "gemma"  # the packaged base model ships no chat template
-        runtime = get_runtime("llamacpp", **{"n_ctx": 4096, "chat_format": chat_format, **(runtime_options or {})})
-        runtime.load(gguf)
-        return RuntimeWriter(runtime, f"llamacpp:{Path(gguf).name}",
-                             max_text_chars=max_text_chars or LLAMACPP_MAX_TEXT_CHARS, **options)
-    raise HarnessError(f"Unknown writer '{kind}'. Available: openai, llamacpp (or templates, in eval.synth).")

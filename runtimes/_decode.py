@@ -34,11 +34,12 @@ from eval.errors import HarnessError
 
 from ._proc import peak_rss_mb
 from .base import Completion, GenerationSettings, Request, Timings
+from .versions import LLGUIDANCE_VERSION
 
 # Tokens to try, best first, when none of the choice-derived candidates keeps a prefix.
 CHOICE_SCAN = 2048
-# The JSON-schema engine; the toolchain requirements and the Makefile pin the same version.
-LLGUIDANCE = "llguidance==1.9.1"
+# The JSON-schema engine (runtimes/versions.env; the requirements files pin the same version).
+LLGUIDANCE = f"llguidance=={LLGUIDANCE_VERSION}"
 # Whitespace allowed between JSON tokens: none, one space, or a newline and up to 20 spaces or
 # tabs (what llama.cpp's schema converter allows).  Unbounded, a model can pad until max_tokens.
 JSON_WHITESPACE = r"(?: |\n[ \t]{0,20})?"

@@ -93,3 +93,35 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Free the model."""
+
+
+# --- optional capabilities: a runtime has them or not; callers check with isinstance ---------
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """Counts prompt tokens with the model's own tokenizer (for context budgets)."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class LimitsContext(Protocol):
+    """Holds fewer positions than the recipe's context (e.g. an ExecuTorch .pte's max_seq_len)."""
+
+    @property
+    def max_context(self) -> int | None: ...
+
+
+@runtime_checkable
+class RunsBatches(Protocol):
+    """Runs one user's requests in one call (a phone: one on-device invocation per user)."""
+
+    def generate_batch(self, requests: list[Request]) -> list[Completion]: ...
+
+
+@runtime_checkable
+class AddsRowFields(Protocol):
+    """Adds fields to the result row of the batch it just ran (a phone: its facts and thermal state)."""
+
+    def row_extra(self) -> dict[str, Any]: ...

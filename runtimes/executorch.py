@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.errors import HarnessError
+from eval.errors import HarnessError, missing_dependency
 
 from ._decode import Engine, check_request, common_prefix, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
 
-INSTALL_HINT = "the executorch toolchain env (export/requirements/executorch.txt; `make export FORMAT=executorch` makes it)"
+INSTALL_HINT = "make export FORMAT=executorch"
+INSTALL_NOTE = "it makes the executorch toolchain env this runtime runs in, from export/requirements/executorch.txt"
 
 
 def _import_executorch() -> Any:
@@ -38,10 +39,7 @@ def _import_executorch() -> Any:
         import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (custom SDPA / KV-cache kernels)
         import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels)
     except ModuleNotFoundError as exc:
-        raise HarnessError(
-            f"The 'executorch' runtime needs the Python package '{exc.name}', which is not installed here. "
-            f"Run it in {INSTALL_HINT}."
-        ) from exc
+        raise missing_dependency("The 'executorch' runtime", exc.name, INSTALL_HINT, INSTALL_NOTE) from exc
     return torch, portable_lib
 
 
@@ -143,7 +141,7 @@ class ExecuTorchRuntime:
         try:
             import transformers
         except ModuleNotFoundError as exc:
-            raise HarnessError(f"The 'executorch' runtime needs transformers for the tokenizer; run it in {INSTALL_HINT}.") from exc
+            raise missing_dependency("The 'executorch' runtime's tokenizer", exc.name, INSTALL_HINT, INSTALL_NOTE) from exc
         start = time.perf_counter()
         config = json.loads((folder / "pte_config.json").read_text()) if (folder / "pte_config.json").is_file() else {}
         self._model = PteModel(pte, config.get("max_seq_len"))

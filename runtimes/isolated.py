@@ -126,11 +126,12 @@ class IsolatedRuntime:
 
 def _serve(name: str, options: dict[str, Any], inbox: IO[str], outbox: IO[str]) -> int:
     from . import get_runtime
+    from .base import CountsTokens, LimitsContext
 
     runtime: Any = None
     startup_error: dict[str, Any] | None = None
     try:
-        runtime = get_runtime(name, isolate=False, **options)
+        runtime = get_runtime(name, **options)
     except HarnessError as exc:
         startup_error = {"error": str(exc), "harness": True}
     for line in inbox:
@@ -143,7 +144,8 @@ def _serve(name: str, options: dict[str, Any], inbox: IO[str], outbox: IO[str]) 
                 reply = {"ok": True}
             elif op == "load":
                 runtime.load(message["artifact"])
-                caps = [c for c in ("count_tokens", "max_context") if getattr(runtime, c, None) is not None]
+                caps = [c for c, protocol in (("count_tokens", CountsTokens), ("max_context", LimitsContext))
+                        if isinstance(runtime, protocol)]
                 reply = {"ok": caps}
             elif op == "generate":
                 completions = runtime.generate([request_from_json(r) for r in message["requests"]])

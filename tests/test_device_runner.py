@@ -36,7 +36,7 @@ needs_runner = pytest.mark.skipif(not (HOST_BIN / "llama-completion").is_file(),
 
 def _model() -> Path | None:
     try:
-        from runtimes.llamacpp import default_model_path
+        from export.catalogue import default_model_path
 
         path = default_model_path()
         return path if path.is_file() else None
@@ -331,12 +331,17 @@ def test_model_case_end_to_end_scored_with_thermal_gate(model_phone: FakeAdbd, k
     assert "no root: CPU governor and frequencies not pinned" in inc["measurement"]["uncontrolled"]
     t = inc["timings"]
     assert t["requests"] == inc["prompt_notes"]["questions"] > 0
-    assert t["prefill_tps"] and t["decode_tps"] is None or t["decode_tps"] > 0
+    assert t["prefill_tps"] > 0  # every request evaluates its question after the shared prefix
+    assert t["decode_tps"] is None or t["decode_tps"] > 0  # None when every answer was one token
     assert t["load_ms"] > 0 and t["ttft_ms"] > 0 and 150 < t["peak_rss_mb"] < 1000
     # the shared prefix was evaluated once (charged to the first request), then read from --prompt-cache
     assert t["prompt_tokens_evaluated"] <= t["prompt_tokens"] + t["requests"]
     assert inc["parse_errors"] == []  # every answer was one of the choices (grammar on the phone)
-    assert 0 <= inc["score"]["jaccard.flattened"] <= 1
+    # the row's score is the scorer's on the row's own truth and routines
+    from eval.score import score
+
+    assert inc["score"] == {k: score([inc["truth"]], [inc["routines"]]).metrics[k]
+                            for k in ("acc.routine_exact", "jaccard.flattened")}
     assert inc["artifact_sha256"] and len(inc["artifact_sha256"]) == 64
 
 
@@ -428,4 +433,8 @@ def test_single_pass_on_the_phone_with_repetitions(model_phone: FakeAdbd, key: P
     [row] = _rows(out)
     assert row["output"].startswith("{") and row["timings"]["generated_tokens"] > 10
     assert row["measurement"]["spread"]["decode_tps"]["min"] <= row["measurement"]["spread"]["decode_tps"]["max"]
-    assert row["score"]["jaccard.flattened"] >= 0
+    # the row's score is the scorer's on the row's own truth and routines
+    from eval.score import score
+
+    assert row["score"] == {k: score([row["truth"]], [row["routines"]]).metrics[k]
+                            for k in ("acc.routine_exact", "jaccard.flattened")}

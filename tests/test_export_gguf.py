@@ -8,6 +8,7 @@ parity -> manifest.  tiny-llama runs in CI; the other three architectures are ma
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,8 @@ def _need_wheel() -> None:
 
 def _export(tmp_path, model: str, *extra: str) -> dict:
     _need_wheel()
-    assert main(["--model", model, "--format", "gguf", "--out", str(tmp_path), *extra]) == 0
-    folder = tmp_path / model / "gguf"
+    assert main(["--model", model, "--format", "gguf", "--out", str(tmp_path / "artifacts"), *extra]) == 0
+    folder = tmp_path / "artifacts" / model / "gguf"
     assert verify(folder) == []
     return json.loads((folder / "manifest.json").read_text())
 
@@ -48,7 +49,7 @@ def _check_manifest(manifest: dict, model: str) -> None:
     assert manifest["export_seconds"] > 0 and manifest["peak_rss_mb"] > 0
 
 
-def test_tiny_llama_gguf_export_matches_transformers_and_runs_in_the_harness(tmp_path):
+def test_tiny_llama_gguf_export_matches_transformers_and_runs_in_the_harness(tmp_path, monkeypatch):
     manifest = _export(tmp_path, "tiny-llama")
     _check_manifest(manifest, "tiny-llama")
     # The artifact runs through the benchmark's own llama.cpp runtime.
@@ -56,14 +57,32 @@ def test_tiny_llama_gguf_export_matches_transformers_and_runs_in_the_harness(tmp
     from runtimes import Request, get_runtime
     from runtimes.base import GenerationSettings
 
+    gguf = tmp_path / "artifacts" / "tiny-llama" / "gguf" / manifest["files"][0]["path"]
     runtime = get_runtime("llamacpp", n_ctx=256)
     try:
-        runtime.load(str(tmp_path / "tiny-llama" / "gguf" / manifest["files"][0]["path"]))
+        runtime.load(str(gguf))
         [done] = runtime.generate([Request(messages=({"role": "user", "content": "lights on"},),
                                            settings=GenerationSettings(max_tokens=8))])
         assert done.timings.prompt_tokens > 3 and done.timings.generated_tokens >= 1
+        # A vocabulary (384) smaller than the grammar fast path's top-k tiers: the constrained
+        # choice is still one of the choices (this crashed in np.argpartition before).
+        choices = (" 21", " 47", " none")
+        [picked] = runtime.generate([Request(prompt="Set the volume to", choices=choices,
+                                             settings=GenerationSettings(max_tokens=8))])
+        assert picked.text in choices
     finally:
         runtime.close()
+
+    # A run names the model it loads: --model tiny-llama finds tiny-llama's export under ./artifacts
+    # (never the packaged Gemma GGUF), and its rows carry that file.
+    from device_runner.run import RunOptions, run_host
+
+    monkeypatch.chdir(tmp_path)
+    out = run_host(RunOptions(models=("tiny-llama",), strategies=("incremental",), data="sample", users="0",
+                              sample_users=1, sample_sessions=2, out=tmp_path / "run", progress=False))
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["model"] == "tiny-llama" and row["artifact"] == str(Path("artifacts") / "tiny-llama" / "gguf" / gguf.name)
+    assert row["runtime_details"]["model_path"] == row["artifact"]
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_gemma3_4b_is_refused_for_mnn_before_any_work(tmp_path, capsys):
 
 
 def _gemma3_worker(tmp_path, *extra):
-    from export.recipes import get_recipe
+    from export.catalogue import get_recipe
     from export.sources import resolve
 
     source = resolve(get_recipe("tiny-gemma3"), None).path

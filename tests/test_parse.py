@@ -94,4 +94,30 @@ def test_parse_never_raises_and_returns_valid_routines(text):
     for routine in result.routines:
         assert isinstance(routine, Routine)
         assert Routine.model_validate(routine.model_dump()) == routine
-    assert result.dropped >= 0
+    # Every drop is counted once and said once: a field or routine dropped as invalid ("..., dropped")
+    # or the routine the output was cut off inside.
+    said = [e for e in result.errors if e.endswith(", dropped") or e.startswith("dropped the last routine")]
+    assert result.dropped == len(said)
+
+
+def test_a_cut_inside_something_that_holds_no_routines_drops_nothing():
+    # Closed as {"x": {"y": {"z": {}}}}: cut three levels deep, but there is no routine to drop.
+    result = parse_routines('{"x": {"y": {"z": {}')
+    assert result.routines == [] and result.errors == ["the JSON object has no 'routines' list"]
+    assert result.dropped == 0
+
+
+def test_an_item_that_is_not_a_routine_keeps_its_place_among_the_first_n():
+    """The scorer keeps the first N of what the model output; a bad item must not let a later
+    routine move up into those N (it parses as an empty routine, which matches nothing)."""
+    from eval.score import score
+
+    good = {"triggers": {"time_of_day": "morning"}, "actions": {"tv": {"volume": 10}}}
+    late = {"triggers": {"time_of_day": "night"}, "actions": {"tv": {"volume": 30}}}
+    parsed = parse_routines(json.dumps({"routines": [good, "oops", late]}))
+    assert len(parsed.routines) == 3 and parsed.routines[1].compact() == {}
+    assert parsed.dropped == 1 and "routine 1: not an object" in parsed.errors[0]
+    truth = [good, late]
+    report = score([truth], [[r.compact() for r in parsed.routines]])
+    # Only the first two outputs count: `good` matches, the bad item holds the second place.
+    assert report.metrics["acc.routine_exact"] == 0.5

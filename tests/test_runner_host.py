@@ -53,6 +53,28 @@ def test_existing_results_need_resume_and_resume_skips_done_rows(tmp_path, capsy
     assert sorted(r["user"] for r in rows) == [0, 1, 2, 3]  # none lost, none twice
 
 
+def test_resume_over_other_data_recomputes_the_stale_rows_and_keeps_the_old_ones(tmp_path, capsys):
+    """Rows key on everything that changes them: resuming into a folder with other data (here a
+    sample with fewer sessions) must not report the first data's rows as the second's."""
+    assert _run(tmp_path, "--users", "0-2") == 0
+    first = _rows(tmp_path)
+    capsys.readouterr()
+    assert _run(tmp_path, "--users", "0-2", "--resume") == 0  # same inputs: nothing to redo
+    assert _rows(tmp_path) == first and "other inputs" not in capsys.readouterr().err
+    assert main(["--device", "host", "--strategy", "rules", "--data", "sample", "--sample-users", "4",
+                 "--sample-sessions", "10", "--out", str(tmp_path / "out"), "--no-progress", "--users", "0-1",
+                 "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "3 row(s) of none/none/rules/host were made from other inputs (data_sha256 differ)" in err
+    rows = _rows(tmp_path)
+    # Users 0 and 1 were recomputed on the new data; user 2's old row moved aside with the others.
+    assert [r["user"] for r in rows] == [0, 1]
+    assert {r["identity"]["data_sha256"] for r in rows} == {rows[0]["data"]["sha256"]} != {first[0]["data"]["sha256"]}
+    assert all(r["data"]["sessions"] == 10 for r in rows)
+    stale = [json.loads(line) for line in (tmp_path / "out" / "results.stale.jsonl").read_text().splitlines()]
+    assert stale == first  # nothing deleted: the old rows moved aside
+
+
 def test_bad_data_path_unknown_model_and_bad_users_are_sentences(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing"), "--strategy", "rules", "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -99,3 +121,85 @@ def test_timings_aggregate_rates_from_totals():
     assert t["decode_tps"] == pytest.approx(30 / (1.0 + 1.0))  # 30 tokens after the first, 2 s
     assert t["ttft_ms"] == 200 and t["peak_rss_mb"] == 310 and t["prompt_tokens"] == 110
     assert t["load_ms"] == 42.0 and t["requests"] == 2
+
+
+class _Steady:
+    """A stand-in runtime: answers every request with its first choice (or "[]"), and reports
+    a decode rate taken in turn from `rates`, one per repetition of a user's requests."""
+
+    def __init__(self, rates: list[float], n_requests: int) -> None:
+        self.rates, self.n_requests, self.calls = rates, n_requests, 0
+
+    def generate(self, requests):
+        rate = self.rates[min(self.calls // self.n_requests, len(self.rates) - 1)]
+        self.calls += 1
+        out = []
+        for request in requests:
+            text = request.choices[0] if request.choices else "[]"
+            out.append(Completion(text, Timings(decode_tps=rate, generated_tokens=5, prompt_tokens=10,
+                                                prompt_tokens_evaluated=10, prefill_tps=100.0, total_ms=10.0)))
+        return out
+
+    def info(self):
+        from runtimes.base import RuntimeInfo
+
+        return RuntimeInfo("steady", "1", {})
+
+    def load(self, artifact):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("rates, unstable", [([90.0, 100.0, 100.0, 101.0], False), ([100.0, 100.0, 93.0], True)])
+def test_repeats_report_the_spread_and_flag_an_unstable_decode_rate(tmp_path, rates, unstable):
+    """--repeat N on the host: timings are medians, the row records each timing's spread, and a
+    decode rate spreading more than 5% over the measured repetitions is flagged (the warm-up
+    repetition is not measured)."""
+    from device_runner.results import ResultsFile
+    from device_runner.run import Case, RunInputs, RunOptions, load_data, run_case
+    from prompts.strategies import Budget, get_strategy
+    from runtimes import GenerationSettings
+
+    warmup = 1 if len(rates) == 4 else 0
+    options = RunOptions(strategies=("single-pass",), data="sample", users="0", sample_users=1, sample_sessions=6,
+                         out=tmp_path, progress=False, repeat=len(rates) - warmup, warmup=warmup)
+    users, data_info = load_data(options)
+    inputs = RunInputs(users, [0], data_info, options, GenerationSettings())
+    plan = get_strategy("single-pass").plan(users[0], len(users[0].routines), Budget(8192), GenerationSettings())
+    assert plan.requests  # the stand-in is asked something
+    runtime = _Steady(rates, len(plan.requests))
+    artifact = tmp_path / "x.gguf"
+    artifact.write_bytes(b"GGUF")
+    results = ResultsFile(tmp_path / "results.jsonl", False)
+    run_case(Case("gemma-3-270m", "llamacpp", "single-pass", {"name": "host"}, artifact, 1.0), runtime, inputs, results)
+    [row] = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    measured = rates[warmup:]
+    m = row["measurement"]
+    assert m["repeat"] == len(measured) and m["warmup"] == warmup and m["unstable"] is unstable
+    decode = m["spread"]["decode_tps"]
+    assert decode["min"] == pytest.approx(min(measured)) and decode["max"] == pytest.approx(max(measured))
+    assert decode["spread"] == pytest.approx((max(measured) - min(measured)) / sorted(measured)[len(measured) // 2])
+    assert row["timings"]["decode_tps"] == pytest.approx(sorted(measured)[len(measured) // 2])
+    assert runtime.calls == len(plan.requests) * len(rates) and m["outputs_differ_between_repeats"] is False
+    from eval.report import markdown, summarise
+
+    text = markdown(summarise([row]))
+    assert ("**Unstable timings:**" in text) is unstable
+    if unstable:
+        assert "user(s) 0 spread up to 7.0%" in text
+
+
+def test_a_phone_run_without_the_adb_extra_is_a_sentence(tmp_path, capsys, monkeypatch):
+    """`python -m device_runner --device SERIAL` before `make install-adb`: the install command,
+    not a ModuleNotFoundError traceback (the default transport is adb-shell)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "adb_shell" else real(name, *a))
+    code = main(["--device", "127.0.0.1:5555", "--strategy", "rules", "--data", "sample", "--sample-users", "1",
+                 "--sample-sessions", "3", "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "needs the Python package 'adb_shell', which is not installed. Install it with `make install-adb`" in err

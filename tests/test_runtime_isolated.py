@@ -67,9 +67,13 @@ def test_a_missing_engine_in_the_child_is_reported_at_start():
         IsolatedRuntime("mnn", sys.executable, "core venv (test)")
 
 
-def test_get_runtime_isolates_only_toolchain_runtimes(monkeypatch):
-    with pytest.raises(HarnessError, match="no toolchain env"):
-        get_runtime("llamacpp", isolate=True)
+def test_open_runtime_isolates_only_toolchain_runtimes(monkeypatch):
+    from device_runner.run import open_runtime
+
+    # The registry's columns decide: llamacpp has no toolchain env, so it is made here (and an
+    # unknown option is the runtime's own error, raised in this process).
+    with pytest.raises(TypeError):
+        open_runtime("llamacpp", no_such_option=1)
     # executorch is not importable in the core venv, so it would start in its toolchain env;
     # with no env and no way to make it, that is a sentence, not a traceback.
     import export.env as env
@@ -79,4 +83,9 @@ def test_get_runtime_isolates_only_toolchain_runtimes(monkeypatch):
 
     monkeypatch.setattr(env, "ensure_env", refuse)
     with pytest.raises(HarnessError, match="no executorch env here"):
+        open_runtime("executorch")
+    # Without a python= interpreter, get_runtime makes the runtime in this process, where the
+    # engine is missing: the install sentence.
+    with pytest.raises(HarnessError, match="'executorch' runtime needs the Python package '(torch|executorch)'.*"
+                                           "make export FORMAT=executorch"):
         get_runtime("executorch")

