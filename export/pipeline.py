@@ -264,7 +264,9 @@ def _figures(parity: dict[str, Any]) -> str:
 def export(model: str, formats: str = "all", source: Path | None = None, *, dry_run: bool = False,
            variant: str | None = None, root: Path = ARTIFACTS) -> list[Path]:
     """Export `model` to each of `formats`; returns the artifact folders written."""
-    plans = make_plans(model, parse_formats(formats), variant, root, skip_refused=formats.strip() == "all")
+    # Absolute: the workers run in other working folders (MNN's llmexport in its scratch folder).
+    plans = make_plans(model, parse_formats(formats), variant, Path(root).resolve(),
+                       skip_refused=formats.strip() == "all")
     if not plans:
         raise HarnessError(f"No format is left to export {model} to; see the notes above.")
     if dry_run:

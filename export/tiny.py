@@ -33,6 +33,10 @@ VOCAB = 384
 HIDDEN = 64
 SEED = 0
 SLIDING_WINDOW = 16
+# Positions the tiny models hold: the benchmark's prompts (the recipes' context_length in
+# export/catalogue.py) must fit, with this tokenizer's short pieces (VOCAB) several times
+# more tokens than a real model's for the same text.
+MAX_POSITIONS = 2048
 # Random weights drawn with transformers' default std (0.02) give logits so close together
 # that any two correct implementations disagree on the argmax; a wider init separates them.
 INIT_STD = 0.3
@@ -88,7 +92,7 @@ def _config(arch: str):  # -> transformers.PretrainedConfig
     import transformers as tf
 
     common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512, initializer_range=INIT_STD,
+                  num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, initializer_range=INIT_STD,
                   tie_word_embeddings=False)
     if arch == "llama":
         return tf.LlamaConfig(num_hidden_layers=2, bos_token_id=1, eos_token_id=2, rope_theta=10000.0,
@@ -100,7 +104,7 @@ def _config(arch: str):  # -> transformers.PretrainedConfig
         # original_max_position_embeddings equal to max_position_embeddings: plain RoPE (the
         # default 4096 would make converters take the LongRoPE path, which needs rope_scaling).
         return tf.Phi3Config(num_hidden_layers=2, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                             rope_theta=10000.0, original_max_position_embeddings=512,
+                             rope_theta=10000.0, original_max_position_embeddings=MAX_POSITIONS,
                              architectures=["Phi3ForCausalLM"], **common)
     if arch == "gemma3":
         layers = 6  # Gemma 3's pattern: five sliding-window layers, then one global layer
@@ -117,11 +121,11 @@ def _tokenizer_config(arch: str) -> dict:
     if arch == "gemma3":
         return {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>",
                 "unk_token": "<unk>", "pad_token": "<pad>", "add_bos_token": True, "add_eos_token": False,
-                "chat_template": _GEMMA, "model_max_length": 512, "clean_up_tokenization_spaces": False}
+                "chat_template": _GEMMA, "model_max_length": MAX_POSITIONS, "clean_up_tokenization_spaces": False}
     template = _PHI if arch == "phi3" else _CHATML
     return {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
             "add_bos_token": True, "add_eos_token": False, "legacy": False, "chat_template": template,
-            "model_max_length": 512, "clean_up_tokenization_spaces": False}
+            "model_max_length": MAX_POSITIONS, "clean_up_tokenization_spaces": False}
 
 
 def make_tiny(arch: str, out: Path) -> Path:

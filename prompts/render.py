@@ -22,8 +22,9 @@ def template(name: str) -> Template:
 
 
 @cache
-def extraction_examples() -> tuple[dict[str, Any], ...]:
-    lines = (TEMPLATES / "extract_examples.jsonl").read_text(encoding="utf-8").splitlines()
+def extraction_examples(name: str = "extract_examples.jsonl") -> tuple[dict[str, Any], ...]:
+    """Worked examples (a dialogue and the settings it asks for), one JSON object a line."""
+    lines = (TEMPLATES / name).read_text(encoding="utf-8").splitlines()
     return tuple(json.loads(line) for line in lines if line.strip())
 
 
@@ -73,4 +74,9 @@ def digits(text: str) -> str:
 
 def numbers_said(session_text: str) -> set[int]:
     """Every integer 0-999 in a text, in digits or words (the values a user can have asked for)."""
-    return {int(n) for n in _NUMBER.findall(digits(session_text))}
+    return set(numbers_in_order(session_text))
+
+
+def numbers_in_order(text: str) -> list[int]:
+    """`numbers_said`, each once, in the order they are first said."""
+    return list(dict.fromkeys(int(n) for n in _NUMBER.findall(digits(text))))

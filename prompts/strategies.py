@@ -17,18 +17,19 @@ completions to `finish`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eval.errors import unknown_name
+from eval.errors import HarnessError, unknown_name
 from eval.parse import parse_routines
 from eval.schema import Routine, Session, User, compact, routines_json_schema
 from runtimes.base import Completion, GenerationSettings, Request
 
 from . import render
 from .aggregate import ProfileAggregator
-from .fields import FIELDS, NONE, Field
+from .fields import FIELDS, NONE, Field, devices_named, propose, settings_meant
 from .rules import extract_settings, mentions_device
 
 
@@ -104,13 +105,154 @@ class SinglePass:
         return Outcome(parsed.routines, text, parsed.errors, {"repairs": parsed.repairs, "dropped": parsed.dropped})
 
 
-class Incremental:
-    """Each session read once: the pattern extractor first, then one multiple-choice question
-    to the model for every setting the patterns left open but the session could have set
-    (its device is mentioned and a candidate value was said); see fields.py and rules.py."""
+class _Questions:
+    """What `incremental` and `hybrid` share: multiple-choice questions about each session (one
+    per setting asked, its choices the candidate values and "none"), whose answers become each
+    session's settings (a later answer about a setting replaces an earlier one), and the
+    deterministic aggregation of prompts/aggregate.py over those."""
+
+    name = ""
+    needs_model = True
+
+    def session_requests(
+        self, session: Session, settings: GenerationSettings
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[Field, dict[str, Any], Request]]]:
+        """The settings fixed without the model, and (field, choice text -> value, request) per question."""
+        raise NotImplementedError
+
+    def plan(self, user: User, n_routines: int, budget: Budget, settings: GenerationSettings) -> Plan:
+        found, questions = [], []
+        for index, session in enumerate(user.sessions):
+            settings_found, asked = self.session_requests(session, settings)
+            found.append(settings_found)
+            questions += [(index, *q) for q in asked]
+        requests = [q[3] for q in questions]
+        digest = render.sha256("\n\x00".join(r.prompt or "" for r in requests))
+        notes = {"sessions_total": len(user.sessions), "questions": len(requests), **self.notes()}
+        return Plan(requests, digest, notes, private={"questions": questions, "found": found})
+
+    def notes(self) -> dict[str, Any]:
+        return {}
+
+    def finish(self, user: User, n_routines: int, plan: Plan, completions: list[Completion]) -> Outcome:
+        questions = plan.private["questions"]
+        if len(completions) != len(questions):
+            # An error, not parse errors for the missing answers: a row scored on part of the answers
+            # would look finished and `--resume` would never redo it.  Raised before this user's row is
+            # written, so the rows already written stay, and `--resume` runs this user again.
+            raise HarnessError(
+                f"The runtime returned {len(completions)} completions for {len(questions)} questions of user "
+                f"{user.index}; every question needs its answer. This is a runtime bug: rerun with --resume, "
+                "and if it happens again, report it with the runtime's name."
+            )
+        per_session = [json.loads(json.dumps(found)) for found in plan.private["found"]]
+        errors: list[str] = []
+        lines = []
+        for (session_index, f, choices, _), completion in zip(questions, completions):
+            answer = completion.text.rstrip("\n")
+            lines.append(f"{user.sessions[session_index].session_id}\t{f.device}.{f.name}\t{answer.strip()}")
+            if answer not in choices:
+                errors.append(f"session {user.sessions[session_index].session_id}: {f.device}.{f.name}: "
+                              f"answer {answer!r} is not one of the choices, ignored")
+            elif choices[answer] is not None:
+                per_session[session_index].setdefault(f.device, {})[f.name] = choices[answer]
+        aggregator = ProfileAggregator()
+        for session, settings in zip(user.sessions, per_session):
+            aggregator.update(session.meta, settings)
+        return Outcome(aggregator.profile(n_routines), "\n".join(lines), errors,
+                       {"sessions": per_session})
+
+
+def _choices(candidates: list[Any]) -> dict[str, Any]:
+    """Choice text -> value: the candidates, then none."""
+    return {" " + render_value(v): v for v in candidates} | {" " + NONE: None}
+
+
+class Incremental(_Questions):
+    """Model-first: each session read once, and the model decides every setting value.
+
+    The session is read one user turn at a time, in a short window: the user's turn, the
+    assistant's answer after it, and the assistant's question before it when the user's turn
+    names no device ("Which volume?" "Thirty.").  For every setting of a device the turn may be
+    about (named, nicknames included, prompts/fields.py) for which the turn says a candidate
+    value (a number in range, in digits or words; a category word), the model answers one
+    multiple-choice question: the candidates of the whole session (every number said, every
+    category word said) or "none".  A later turn's answer replaces an earlier one (corrections
+    said turns later).  No value is ever fixed without the model.  The window is the
+    questions' shared prefix (`cache_prefix`): after it, each question costs a few tokens."""
 
     name = "incremental"
-    needs_model = True
+
+    def session_requests(
+        self, session: Session, settings: GenerationSettings
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[Field, dict[str, Any], Request]]]:
+        turns = render.session_turns(session)
+        whole = render.dialogue(turns)
+        proposals = dict(propose(whole))
+        questions = []
+        for window, user_text, devices in windows(turns):
+            text = render.dialogue(window)
+            shared = render.template("incremental_window.txt").substitute(dialogue=text)
+            meant = {f for device in devices for f in settings_meant(device, text)}
+            for f, candidates in proposals.items():
+                if f.device not in devices or not f.said_in(user_text) or (f.numeric and f not in meant):
+                    continue
+                choices = {" " + spoken(f, v): v for v in [*candidates, None]}
+                request = Request(
+                    prompt=shared + question(f),
+                    choices=tuple(choices),
+                    settings=GenerationSettings(max_tokens=8, temperature=settings.temperature, seed=settings.seed),
+                    cache_prefix=shared,
+                )
+                questions.append((f, choices, request))
+        return {}, questions
+
+
+def windows(turns: list[tuple[str, str]]) -> list[tuple[list[tuple[str, str]], str, list[str]]]:
+    """(window, the user's text, devices it may be about) for each user turn that names a device,
+    or answers an assistant's question that does."""
+    out = []
+    for i, (role, text) in enumerate(turns):
+        if role != "user":
+            continue
+        before = turns[i - 1] if i > 0 and turns[i - 1][0] != "user" else None
+        after = turns[i + 1] if i + 1 < len(turns) and turns[i + 1][0] != "user" else None
+        window = [turns[i]]
+        devices = devices_named(text)
+        if not devices and before is not None:
+            # An answer to the assistant: the devices its last sentence that names any names.
+            sentences = re.split(r"(?<=[.!?;])\s+", before[1].strip())
+            devices = next((d for d in map(devices_named, reversed(sentences)) if d), [])
+            window.insert(0, before)
+        if not devices:
+            continue
+        out.append((window + ([after] if after else []), text, devices))
+    return out
+
+
+def question(f: Field) -> str:
+    if f.name == "armed":
+        # "So the security is set to" ends where a number may follow: the grammar's first token was
+        # then a bare space, after which the model took " armed" for "disarm the alarm" in most
+        # sessions; the verbs the user says are followed here.
+        return render.template("incremental_armed.txt").template
+    return render.template("incremental_question.txt").substitute(label=f.label)
+
+
+def spoken(f: Field, value: Any) -> str:
+    """A choice as the question's sentence ends with it: "... asked the assistant to disarm"."""
+    if f.name == "armed":
+        return {True: "arm", False: "disarm", None: "chat"}[value]
+    return render_value(value)
+
+
+class Hybrid(_Questions):
+    """Patterns first (the design `incremental` had before it became model-first): the pattern
+    extractor of prompts/rules.py fixes what it recognises, and the model answers one
+    multiple-choice question only for each setting left open whose device the session mentions
+    (choosing among the values said in the session, or "none")."""
+
+    name = "hybrid"
 
     def __init__(self) -> None:
         examples = "".join(
@@ -124,14 +266,17 @@ class Incremental:
         )
         self.prefix = render.template("fields_prefix.txt").substitute(examples=examples.rstrip("\n") + "\n\n")
 
+    def notes(self) -> dict[str, Any]:
+        return {"prefix_sha256": render.sha256(self.prefix)}
+
     def session_requests(
         self, session: Session, settings: GenerationSettings
     ) -> tuple[dict[str, dict[str, Any]], list[tuple[Field, dict[str, Any], Request]]]:
-        """The patterns' settings, and (field, choice text -> value, request) for each open field."""
         found = compact(extract_settings(session))
         text = render.dialogue(render.session_turns(session))
-        taken = {v for fields in found.values() for v in fields.values() if type(v) is int}
-        numbers = render.numbers_said(text) - taken
+        # Every number said stays a choice for every open field, even one the patterns gave to another
+        # field: "the speaker the same as the TV" sets two fields to one number.
+        numbers = render.numbers_said(text)
         questions = []
         for f in FIELDS:
             if f.name in found.get(f.device, {}) or not mentions_device(f.device, text):
@@ -139,7 +284,7 @@ class Incremental:
             candidates = f.candidates(text, numbers)
             if not candidates:
                 continue
-            choices = {" " + render_value(v): v for v in candidates} | {" " + NONE: None}
+            choices = _choices(candidates)
             prompt = self.prefix + render.template("fields_question.txt").substitute(dialogue=text, label=f.label)
             request = Request(
                 prompt=prompt.rstrip("\n"),
@@ -149,36 +294,6 @@ class Incremental:
             )
             questions.append((f, choices, request))
         return found, questions
-
-    def plan(self, user: User, n_routines: int, budget: Budget, settings: GenerationSettings) -> Plan:
-        found, questions = [], []
-        for index, session in enumerate(user.sessions):
-            settings_found, asked = self.session_requests(session, settings)
-            found.append(settings_found)
-            questions += [(index, *q) for q in asked]
-        requests = [q[3] for q in questions]
-        digest = render.sha256("\n\x00".join(r.prompt or "" for r in requests))
-        notes = {"sessions_total": len(user.sessions), "questions": len(requests),
-                 "prefix_sha256": render.sha256(self.prefix)}
-        return Plan(requests, digest, notes, private={"questions": questions, "found": found})
-
-    def finish(self, user: User, n_routines: int, plan: Plan, completions: list[Completion]) -> Outcome:
-        per_session = [json.loads(json.dumps(found)) for found in plan.private["found"]]
-        errors: list[str] = []
-        lines = []
-        for (session_index, f, choices, _), completion in zip(plan.private["questions"], completions):
-            answer = completion.text.rstrip("\n")
-            lines.append(f"{user.sessions[session_index].session_id}\t{f.device}.{f.name}\t{answer.strip()}")
-            if answer not in choices:
-                errors.append(f"session {user.sessions[session_index].session_id}: {f.device}.{f.name}: "
-                              f"answer {answer!r} is not one of the choices, ignored")
-            elif choices[answer] is not None:
-                per_session[session_index].setdefault(f.device, {})[f.name] = choices[answer]
-        aggregator = ProfileAggregator()
-        for session, settings in zip(user.sessions, per_session):
-            aggregator.update(session.meta, settings)
-        return Outcome(aggregator.profile(n_routines), "\n".join(lines), errors,
-                       {"sessions": per_session})
 
 
 def render_value(value: Any) -> str:
@@ -207,7 +322,8 @@ class Rules:
         return Outcome(aggregator.profile(n_routines), output, [])
 
 
-STRATEGIES: dict[str, type] = {"single-pass": SinglePass, "incremental": Incremental, "rules": Rules}
+STRATEGIES: dict[str, type] = {"single-pass": SinglePass, "incremental": Incremental, "hybrid": Hybrid,
+                               "rules": Rules}
 
 
 def get_strategy(name: str) -> Strategy:

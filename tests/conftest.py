@@ -16,7 +16,7 @@ import pytest
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on 127.0.0.1 with the default model; its /v1 URL."""
-    from runtimes.llamacpp import default_model_path
+    from export.catalogue import default_model_path
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,3 +49,16 @@ def llama_server() -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def aarch64_binfmt() -> str:
+    """aarch64 executables run on this machine through qemu-user, inside chroots too (the arm64
+    loopback phone): tests/fakeadbd/binfmt.sh mounts binfmt_misc and registers qemu-aarch64 when
+    needed (root).  Skips with the reason when that cannot be done; else its one-line summary."""
+    from fakeadbd.sandbox import BINFMT_SCRIPT, arm64_unavailable_reason
+
+    why = arm64_unavailable_reason()
+    if why is not None:
+        pytest.skip(f"no aarch64 emulation here: {why}")
+    return subprocess.run(["sh", str(BINFMT_SCRIPT)], capture_output=True, text=True).stdout.strip()

@@ -11,7 +11,7 @@ from eval.schema import Message, Routine, Session, SessionMeta, User
 from eval.score import score
 from prompts.aggregate import ProfileAggregator
 from prompts.fields import FIELDS
-from prompts.strategies import Budget, get_strategy
+from prompts.strategies import STRATEGIES, Budget, get_strategy
 from runtimes.base import Completion, GenerationSettings, Timings
 
 EVENING = SessionMeta(time_of_day="evening", day_of_week="weekend", sun_phase="after_sunset", weather="snowy",
@@ -79,9 +79,9 @@ def _answer(request, truth: dict) -> Completion:
     return Completion(text=text, timings=Timings(prompt_tokens=10, generated_tokens=1))
 
 
-def test_incremental_end_to_end_with_an_oracle():
+def test_hybrid_end_to_end_with_an_oracle():
     user = _user()
-    strategy = get_strategy("incremental")
+    strategy = get_strategy("hybrid")
     plan = strategy.plan(user, 1, Budget(), GenerationSettings())
     truth = user.routines[0].compact()["actions"]
     assert plan.requests and all(r.choices and r.prompt.startswith(strategy.prefix) for r in plan.requests)
@@ -127,3 +127,41 @@ def test_rules_strategy_needs_no_model():
 def test_unknown_strategy_suggests_the_closest():
     with pytest.raises(HarnessError, match="Unknown strategy 'incremantal'. Did you mean: incremental"):
         get_strategy("incremantal")
+
+
+def _same_as_the_tv_user() -> User:
+    # The patterns give 30 to the TV's volume; the speaker's volume is "the same", said only as 30.
+    messages = [Message(role="user", text="Set the TV volume to 30."),
+                Message(role="assistant", text="TV volume at 30. Anything for the speaker?"),
+                Message(role="user", text="Same as the TV.")]
+    session = Session(session_id=3, meta=EVENING, messages=messages, applied_routines=[])
+    return User(index=0, character="test", routines=[], sessions=[session])
+
+
+def test_a_number_the_patterns_gave_one_field_is_still_a_choice_for_another():
+    user = _same_as_the_tv_user()
+    strategy = get_strategy("hybrid")
+    plan = strategy.plan(user, 1, Budget(), GenerationSettings())
+    asked = {r.prompt.rsplit("\n", 1)[-1]: r.choices for r in plan.requests}
+    assert asked == {"TV brightness:": (" 30", " none"), "speaker volume:": (" 30", " none")}
+    answers = [Completion(" 30" if r.prompt.endswith("speaker volume:") else " none", Timings())
+               for r in plan.requests]
+    outcome = strategy.finish(user, 1, plan, answers)
+    assert outcome.extra["sessions"] == [{"tv": {"volume": 30}, "speaker": {"volume": 30}}]
+    assert outcome.parse_errors == []
+
+
+@pytest.mark.parametrize("name", ["incremental", "hybrid"])
+def test_fewer_completions_than_questions_is_an_error_not_a_shorter_row(name):
+    user = _user()
+    strategy = get_strategy(name)
+    plan = strategy.plan(user, 1, Budget(), GenerationSettings())
+    n = len(plan.requests)
+    assert n > 1
+    with pytest.raises(HarnessError, match=f"returned {n - 1} completions for {n} questions"):
+        strategy.finish(user, 1, plan, [Completion(" none", Timings()) for _ in range(n - 1)])
+
+
+def test_the_strategies_are_registered():
+    assert set(STRATEGIES) == {"single-pass", "incremental", "hybrid", "rules"}
+    assert all(get_strategy(name).needs_model for name in ("single-pass", "incremental", "hybrid"))

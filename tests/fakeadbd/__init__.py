@@ -16,14 +16,15 @@ Modules, in reading order:
 - services.py   shell / exec / shell v2 / sync
 - server.py     FakeAdbd itself: lifecycle, test-facing state changes, fault injection
 - hostadb.py    running Google's `adb` client against it with a private adb server
+- binfmt.sh     binfmt_misc + qemu-user for the arm64 mode (FakeAdbd(arch="arm64"): aarch64 binaries)
 """
 
 from __future__ import annotations
 
 from .auth import KeyStore, PublicKey
 from .hostadb import HostAdb, find_adb
-from .sandbox import Battery, DeviceSandbox, SandboxUnavailable, unavailable_reason
+from .sandbox import Battery, DeviceSandbox, SandboxUnavailable, arm64_unavailable_reason, unavailable_reason
 from .server import DEFAULT_FEATURES, FakeAdbd
 
 __all__ = ["DEFAULT_FEATURES", "Battery", "DeviceSandbox", "FakeAdbd", "HostAdb", "KeyStore",
-           "PublicKey", "SandboxUnavailable", "find_adb", "unavailable_reason"]
+           "PublicKey", "SandboxUnavailable", "arm64_unavailable_reason", "find_adb", "unavailable_reason"]

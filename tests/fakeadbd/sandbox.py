@@ -19,6 +19,13 @@ Not root ("rooted=False", a phone without `adb root`): commands run as uid 2000 
 owns only `/data/local/tmp` and `/storage/emulated/0` (alias `/sdcard`); the sync service
 applies the same rule and reports `/system` and friends as a read-only file system.
 
+arm64 mode (`arch="arm64"`): the phone runs aarch64 executables, pushed like on a phone (static
+ones: no Android loader here), through qemu-user: binfmt_misc's qemu-aarch64 entry, which
+`binfmt.sh` beside this file registers (root) with the F flag, so the kernel starts qemu for them
+inside the chroot too. What device_runner reads says aarch64 as well: getprop's ABI, `uname -m`
+(and `arch`) and /proc/cpuinfo; the shell and its tools stay this machine's static busybox/mksh.
+The default (`arch="host"`) runs this machine's binaries, as before.
+
 Two ways in, chosen automatically:
 
 - "chroot" (the daemon runs as root, as CI does): `chroot --userspec=2000:2000`; ownership and
@@ -107,10 +114,52 @@ _MEMINFO = ("MemTotal:        7812344 kB\nMemFree:          912360 kB\n"
             "SwapTotal:       4194300 kB\nSwapFree:        3900000 kB\n")
 _CPUINFO = "".join(f"processor\t: {i}\nBogoMIPS\t: 49.15\nCPU part\t: 0xd4{i % 3}\n\n" for i in range(8))
 _CPUINFO += "Hardware\t: FakeSoC 8\n"
+# arm64 mode: what an arm64 kernel prints (a Cortex-A55/A76-like 8-core SoC).
+_CPUINFO_ARM64 = "".join(
+    f"processor\t: {i}\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+    f"fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+    f"CPU variant\t: {'0x2' if i < 6 else '0x4'}\nCPU part\t: {'0xd05' if i < 6 else '0xd0b'}\n"
+    f"CPU revision\t: 0\n\n" for i in range(8)) + "Hardware\t: FakeSoC 8\n"
+# arm64 mode: busybox's uname reports the host kernel's machine; the phone's is aarch64.
+_UNAME_ARM64 = r"""#!/system/bin/sh
+# fakeadbd arm64 mode: this machine's kernel, an aarch64 phone's machine name.
+busybox uname "$@" | sed 's/x86_64/aarch64/g'
+"""
+_ARCH_ARM64 = "#!/system/bin/sh\necho aarch64\n"
+BINFMT_SCRIPT = Path(__file__).with_name("binfmt.sh")
+ARCHES = ("host", "arm64")
 
 
 class SandboxUnavailable(RuntimeError):
     """This machine cannot host the fake phone's chroot; the message says what to install."""
+
+
+@functools.cache
+def arm64_unavailable_reason() -> str | None:
+    """Why aarch64 executables cannot run in the arm64 phone here (a sentence), or None when they can.
+
+    Runs binfmt.sh once per process: it mounts binfmt_misc and registers qemu-user-static's
+    qemu-aarch64 entry when they are missing (which needs root), and says why when it cannot.
+    """
+    try:
+        done = subprocess.run(["sh", str(BINFMT_SCRIPT)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not run {BINFMT_SCRIPT.name}: {exc}"
+    if done.returncode != 0:
+        return (done.stdout.strip() or done.stderr.strip() or f"{BINFMT_SCRIPT.name} failed").splitlines()[-1]
+    return None
+
+
+def _binfmt_interpreter_without_f_flag() -> Path | None:
+    """qemu's path when its binfmt_misc entry lacks the F flag (then the chroot needs a copy), else None."""
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    try:
+        fields = dict(line.split(" ", 1) for line in entry.read_text().splitlines() if " " in line)
+    except OSError:
+        return None
+    if "F" in fields.get("flags:", "").strip() or "interpreter" not in fields:
+        return None
+    return Path(fields["interpreter"].strip())
 
 
 # ---- finding static binaries and a way to chroot ----
@@ -224,15 +273,32 @@ class Battery:
 class DeviceSandbox:
     """A folder that plays the phone's filesystem, and the way to run commands inside it."""
 
-    def __init__(self, root: Path, *, rooted: bool = False, props: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, rooted: bool = False, props: dict[str, str] | None = None,
+                 arch: str = "host") -> None:
+        if arch not in ARCHES:
+            raise ValueError(f"arch={arch!r}: use one of {ARCHES} ('host' runs this machine's binaries, "
+                             "'arm64' aarch64 ones through qemu-user).")
         self.root = Path(root).absolute()
         self.rooted = rooted
+        self.arch = arch
         isolation = _isolation()
         busybox = find_busybox()
         if busybox is None or isolation is None:
             raise SandboxUnavailable(unavailable_reason())
+        if arch == "arm64" and (why := arm64_unavailable_reason()):
+            raise SandboxUnavailable(f"The arm64 fake phone runs aarch64 binaries through qemu-user: {why}")
         self.isolation, self._tool = isolation  # "chroot" or "userns" (module docstring)
         self._build(busybox, find_mksh())
+        if arch == "arm64":
+            self._build_arm64()
+        else:  # a root that played an arm64 phone before: busybox's own uname/arch, the default cpuinfo
+            for name in ("uname", "arch"):
+                applet = self.root / "system/bin" / name
+                if applet.is_file() and not applet.is_symlink():
+                    applet.unlink()
+                    os.symlink("busybox", applet)
+            if self.host("/proc/cpuinfo").read_text() == _CPUINFO_ARM64:
+                self.write_file("/proc/cpuinfo", _CPUINFO)
         if not Path(self.host(_PROPS_FILE)).exists():
             self._write_props(DEFAULT_PROPS)
         if props:
@@ -285,6 +351,24 @@ class DeviceSandbox:
             os.chmod(folder, 0o771)
             if self.isolation == "chroot":
                 os.chown(folder, SHELL_UID, SHELL_UID)
+
+    def _build_arm64(self) -> None:
+        """arm64 mode: uname/arch say aarch64, /proc/cpuinfo is an arm64 kernel's, and qemu is
+        inside the chroot when its binfmt_misc entry lacks the F flag (found at exec time then)."""
+        bin_dir = self.root / "system/bin"
+        for name, text in (("uname", _UNAME_ARM64), ("arch", _ARCH_ARM64)):
+            (bin_dir / name).unlink(missing_ok=True)  # replaces the busybox applet
+            (bin_dir / name).write_text(text)
+            os.chmod(bin_dir / name, 0o755)
+        cpuinfo = self.host("/proc/cpuinfo")
+        if not cpuinfo.exists() or cpuinfo.read_text() == _CPUINFO:
+            self.write_file("/proc/cpuinfo", _CPUINFO_ARM64)
+        interpreter = _binfmt_interpreter_without_f_flag()
+        if interpreter is not None and interpreter.is_absolute():
+            target = self.root / str(interpreter).lstrip("/")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(interpreter.resolve(), target)
 
     def _make_devices(self) -> None:
         """/dev/null, /dev/zero, /dev/urandom as character devices (root only; else skipped)."""

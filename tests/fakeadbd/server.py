@@ -72,12 +72,15 @@ class FakeAdbd:
         props: system properties to set on top of the defaults (sandbox.DEFAULT_PROPS).
         host, port: where to listen; loopback only, port 0 (default) picks a free port.
         features: the feature list sent in the CNXN banner.
+        arch: "host" (default) runs this machine's binaries; "arm64" runs aarch64 ones through
+            qemu-user and reports aarch64 everywhere (sandbox.py; needs binfmt.sh's binfmt_misc
+            entry: SandboxUnavailable says why when it cannot be set up).
     """
 
     def __init__(self, root: Path | str, *, adb_keys: Path | str | None = None,
                  auth_required: bool = True, allow_new_keys: bool = False, rooted: bool = False,
                  props: dict[str, str] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 features: tuple[str, ...] = DEFAULT_FEATURES) -> None:
+                 features: tuple[str, ...] = DEFAULT_FEATURES, arch: str = "host") -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
@@ -88,7 +91,7 @@ class FakeAdbd:
         if port in ADB_EMULATOR_PORTS or port == 5037:
             raise ValueError(f"Port {port} belongs to adb (server 5037, emulators 5554-5585); "
                              "use port=0 for a free one.")
-        self.sandbox = DeviceSandbox(Path(root), rooted=rooted, props=props)
+        self.sandbox = DeviceSandbox(Path(root), rooted=rooted, props=props, arch=arch)
         self.keystore = KeyStore(Path(adb_keys) if adb_keys else
                                  self.sandbox.root / "data/misc/adb/adb_keys")
         self.auth_required = auth_required
