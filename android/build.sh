@@ -31,7 +31,8 @@ done
 case "$KIND" in ''|ndk|zig) ;; *) echo "build.sh: --toolchain $KIND: use ndk or zig" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-${HOME}/.cache/edgewise-harness}
-LLAMACPP_VERSION=${LLAMACPP_VERSION:-0.3.36}
+# Pinned versions are written once, in runtimes/versions.env (the Makefile passes them too).
+[ -n "${LLAMACPP_VERSION:-}" ] || LLAMACPP_VERSION=$(sed -n 's/^LLAMACPP_VERSION=//p' "$HERE/../runtimes/versions.env")
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 ANDROID_PLATFORM=${ANDROID_PLATFORM:-android-28}

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtimes.versions import LLAMACPP_VERSION
+
 from .catalogue import describe_min_top1, min_top1
 from .worker import finish, worker_parser
 
@@ -52,7 +54,7 @@ class GgufExporter:
 
     def plan(self, options: dict[str, Any]) -> list[str]:
         quant = self.variant(options)
-        steps = ["convert_hf_to_gguf.py (llama.cpp source vendored in llama-cpp-python 0.3.36, or $LLAMACPP_SRC)"]
+        steps = [f"convert_hf_to_gguf.py (llama.cpp source vendored in llama-cpp-python {LLAMACPP_VERSION}, or $LLAMACPP_SRC)"]
         if quant in FLOAT_TYPES:
             steps.append(f"-> {quant} GGUF; parity: logits and 16 greedy tokens vs transformers")
         else:

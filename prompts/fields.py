@@ -131,7 +131,7 @@ FIELDS: tuple[Field, ...] = (
     Field("security", "armed", "security armed", (True, False),
           words=((True, r"\barm(ed|ing)?\b|security on|lock (it |the house )?up"),
                  (False, r"\bdisarm|security off|unarm")),
-          more_words=((True, r"\barm|\bon\b|\block|\bactivat|\bset\b"),
+          more_words=((True, r"\barm|\bon\b|\block|\bactivat"),
                       (False, r"\bdisarm|\bunarm|\boff\b|\bunlock|\bdeactivat"))),
     Field("security", "alarm_volume", "alarm volume", ()),
 )

@@ -3,12 +3,15 @@
 - `single-pass` (the paper's protocol): the whole history in one prompt, "exactly N routines",
   output constrained to the routines schema.  The history is cut to the context budget from
   the oldest session on, and the cut is recorded.
-- `incremental`: each session is read once, when it happens: the pattern extractor takes what
-  it recognises, and the model answers one short multiple-choice question per setting left
-  open (choosing among the values said in the session; prompts/fields.py); the deterministic
-  aggregator of prompts/aggregate.py then builds the profile.  The fixed instructions and examples are a shared prefix that an
-  engine with a KV cache evaluates once.
-- `rules`: the same aggregation over a pattern-matching extractor, no model: the baseline row.
+- `incremental` (model-first): each session is read once, when it happens, one user turn at a
+  time; the model decides every setting value with short multiple-choice questions whose
+  choices are what the patterns of prompts/fields.py propose (the numbers said, in digits or
+  words; the category words; "none") and never decide; the deterministic aggregator of
+  prompts/aggregate.py then builds the profile.  Each turn's window is the shared prefix of
+  its questions (`cache_prefix`), so a question costs a few tokens.
+- `hybrid` (what `incremental` was before): the pattern extractor of prompts/rules.py fixes
+  what it recognises and the model answers only for the settings left open.
+- `rules`: the same aggregation over the pattern extractor alone, no model: the baseline row.
 
 A strategy never runs a model: the caller runs `plan.requests` on any runtime and hands the
 completions to `finish`.
@@ -175,7 +178,7 @@ class Incremental(_Questions):
     assistant's answer after it, and the assistant's question before it when the user's turn
     names no device ("Which volume?" "Thirty.").  For every setting of a device the turn may be
     about (named, nicknames included, prompts/fields.py) for which the turn says a candidate
-    value (a number in range, in digits or words; a category word), the model answers one
+    value (a number in range, in digits or words, shown to it as digits; a category word), the model answers one
     multiple-choice question: the candidates of the whole session (every number said, every
     category word said) or "none".  A later turn's answer replaces an earlier one (corrections
     said turns later).  No value is ever fixed without the model.  The window is the
@@ -190,60 +193,87 @@ class Incremental(_Questions):
         whole = render.dialogue(turns)
         proposals = dict(propose(whole))
         questions = []
-        for window, user_text, devices in windows(turns):
+        for window, about in windows(turns):
             text = render.dialogue(window)
-            shared = render.template("incremental_window.txt").substitute(dialogue=text)
-            meant = {f for device in devices for f in settings_meant(device, text)}
+            # The model sees numbers said in words as digits, as its choices write them ("sixty-five"
+            # -> "65"): a number is then copied from where it was said, not only from a confirmation.
+            shared = render.template("incremental_window.txt").substitute(dialogue=render.digits(text))
+            meant = {f for device in about for f in settings_meant(device, text)}
             for f, candidates in proposals.items():
-                if f.device not in devices or not f.said_in(user_text) or (f.numeric and f not in meant):
+                if f.device not in about or not f.said_in(about[f.device]) or (f.numeric and f not in meant):
                     continue
-                choices = {" " + spoken(f, v): v for v in [*candidates, None]}
+                choices = {spoken(f, v): v for v in [*candidates, None]}
                 request = Request(
                     prompt=shared + question(f),
                     choices=tuple(choices),
-                    settings=GenerationSettings(max_tokens=8, temperature=settings.temperature, seed=settings.seed),
+                    settings=GenerationSettings(max_tokens=choice_tokens(choices), temperature=settings.temperature,
+                                                seed=settings.seed),
                     cache_prefix=shared,
                 )
                 questions.append((f, choices, request))
         return {}, questions
 
 
-def windows(turns: list[tuple[str, str]]) -> list[tuple[list[tuple[str, str]], str, list[str]]]:
-    """(window, the user's text, devices it may be about) for each user turn that names a device,
-    or answers an assistant's question that does."""
+def windows(turns: list[tuple[str, str]]) -> list[tuple[list[tuple[str, str]], dict[str, str]]]:
+    """(window, device -> what the user's turn says about it) for each user turn that names a
+    device, or answers an assistant's question that does.
+
+    What a turn says about a device is its sentences that name it, and the sentences after
+    them that name no device ("Put the telly on. Volume forty."); a turn that starts without a
+    device name answers the assistant's question before it, and carries the devices of its last
+    sentence that names any.  "Leave the speaker alone." says no value about the speaker."""
     out = []
     for i, (role, text) in enumerate(turns):
         if role != "user":
             continue
         before = turns[i - 1] if i > 0 and turns[i - 1][0] != "user" else None
         after = turns[i + 1] if i + 1 < len(turns) and turns[i + 1][0] != "user" else None
-        window = [turns[i]]
-        devices = devices_named(text)
-        if not devices and before is not None:
-            # An answer to the assistant: the devices its last sentence that names any names.
-            sentences = re.split(r"(?<=[.!?;])\s+", before[1].strip())
-            devices = next((d for d in map(devices_named, reversed(sentences)) if d), [])
-            window.insert(0, before)
-        if not devices:
+        current: list[str] = []
+        if before is not None:
+            current = next((d for d in map(devices_named, reversed(_sentences(before[1]))) if d), [])
+        about: dict[str, list[str]] = {}
+        answered = False
+        for index, sentence in enumerate(_sentences(text)):
+            named = devices_named(sentence)
+            answered = answered or (index == 0 and not named and bool(current))
+            current = named or current
+            for device in current:
+                about.setdefault(device, []).append(sentence)
+        if not about:
             continue
-        out.append((window + ([after] if after else []), text, devices))
+        window = ([before] if answered else []) + [turns[i]] + ([after] if after else [])
+        out.append((window, {device: " ".join(said) for device, said in about.items()}))
     return out
 
 
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?;])\s+|\.{2,}\s*", text.strip()) if s]
+
+
+# How each question ends, and how its choices start.  Gemma's tokenizer writes a number as a
+# bare " " token and then digits, and the grammar admits any tokenization of a choice: after
+# "... is set to", where a number may follow, the bare space was the likeliest first token even
+# for a category question, and the word chosen after it was close to arbitrary (" none" for
+# "static mode", " armed" for "disarm the alarm").  So the question of a category of plain words
+# (static, warm, heat) ends with an opening quote, after which the word starts without a space;
+# the security's ends with the verbs users say.  (Names such as HDMI1, Netflix or "bass boost"
+# keep the plain question: measured, a quote made them worse, spelt in unusual pieces after it.)
 def question(f: Field) -> str:
     if f.name == "armed":
-        # "So the security is set to" ends where a number may follow: the grammar's first token was
-        # then a bare space, after which the model took " armed" for "disarm the alarm" in most
-        # sessions; the verbs the user says are followed here.
         return render.template("incremental_armed.txt").template
-    return render.template("incremental_question.txt").substitute(label=f.label)
+    name = "incremental_category.txt" if _quoted(f) else "incremental_question.txt"
+    return render.template(name).substitute(label=f.label)
 
 
 def spoken(f: Field, value: Any) -> str:
-    """A choice as the question's sentence ends with it: "... asked the assistant to disarm"."""
+    """A choice as it follows its question: " 47", "static", " disarm" (after "asked the assistant to")."""
     if f.name == "armed":
-        return {True: "arm", False: "disarm", None: "chat"}[value]
-    return render_value(value)
+        return " " + {True: "arm", False: "disarm", None: "chat"}[value]
+    return ("" if _quoted(f) else " ") + render_value(value)
+
+
+def _quoted(f: Field) -> bool:
+    return bool(f.values) and all(isinstance(v, str) and v.isalpha() and v.islower() for v in f.values)
 
 
 class Hybrid(_Questions):
@@ -289,11 +319,18 @@ class Hybrid(_Questions):
             request = Request(
                 prompt=prompt.rstrip("\n"),
                 choices=tuple(choices),
-                settings=GenerationSettings(max_tokens=8, temperature=settings.temperature, seed=settings.seed),
+                settings=GenerationSettings(max_tokens=choice_tokens(choices), temperature=settings.temperature,
+                                            seed=settings.seed),
                 cache_prefix=self.prefix,
             )
             questions.append((f, choices, request))
         return found, questions
+
+
+def choice_tokens(choices: Any) -> int:
+    """A token budget that fits the longest choice in any tokenizer: a token holds at least one
+    byte (a small vocabulary, e.g. a tiny test model's, spells " bass boost" nearly byte by byte)."""
+    return max(8, max(len(choice.encode("utf-8")) for choice in choices) + 1)
 
 
 def render_value(value: Any) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runtimes.versions import LLAMACPP_VERSION
+
 from eval.dataset import load_folder
 from eval.parse import parse_routines
 from eval.schema import Routine
@@ -68,7 +70,7 @@ def test_both_strategies_end_to_end_on_two_users(tmp_path):
         t = row["timings"]
         if t["requests"]:  # incremental asks nothing when the patterns found every setting
             assert t["prefill_tps"] > 0 and t["prompt_tokens"] > 0 and t["peak_rss_mb"] > 100
-        assert row["artifact_sha256"] and row["runtime_version"] == "0.3.36"
+        assert row["artifact_sha256"] and row["runtime_version"] == LLAMACPP_VERSION
         assert row["runtime_details"]["n_threads"] >= 1
     assert sum(r["timings"]["requests"] for r in rows if r["strategy"] == "incremental") > 0
     single = [r for r in rows if r["strategy"] == "single-pass"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runtimes.versions import LLAMACPP_VERSION
+
 from eval.errors import HarnessError
 from export import env as export_env
 from export.__main__ import main
@@ -37,7 +39,7 @@ def _check_manifest(manifest: dict, model: str) -> None:
     assert manifest["model"] == model and manifest["format"] == "gguf" and manifest["variant"] == "Q8_0"
     [entry] = manifest["files"]
     assert entry["path"] == f"{model}-q8_0.gguf" and entry["bytes"] > 10_000
-    assert manifest["tools"]["llama-cpp-python"] == "0.3.36" and manifest["tools"]["torch"] == "2.13.0"
+    assert manifest["tools"]["llama-cpp-python"] == LLAMACPP_VERSION and manifest["tools"]["torch"] == "2.13.0"
     assert manifest["source"]["kind"] == "tiny" and manifest["source"]["revision"].startswith("sha256:")
     parity = manifest["parity"]
     assert parity["passed"] and parity["tokenizer_match"]

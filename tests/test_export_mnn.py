@@ -128,8 +128,9 @@ def test_tiny_llama_mnn_export(tmp_path):
     assert main(["--model", "tiny-llama", "--format", "mnn", "--out", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "tiny-llama" / "mnn" / "manifest.json").read_text())
     parity = manifest["parity"]
-    assert parity["passed"] and parity["tokenizer_match"] and parity["top1_agreement"] >= 0.8
-    assert parity["criterion"] == "top1_agreement >= 0.8"
+    # The recipe's measured threshold for tiny int8 (export/catalogue.py), not the old blanket 0.8.
+    assert parity["passed"] and parity["tokenizer_match"] and parity["top1_agreement"] >= 0.83
+    assert parity["criterion"] == "top1_agreement >= 0.83"
     # The tiny checkpoint has no tokenizer.json: one was staged, so MNN got tokenizer.mtok.
     tokenizer = manifest["details"]["tokenizer"]
     assert tokenizer["file"] == "tokenizer.mtok" and tokenizer["staged_tokenizer_json"]

@@ -4,6 +4,7 @@ Every dialogue line here is made up for these tests."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from eval.schema import Message, Routine, Session, SessionMeta, User
 from eval.score import score
 from prompts import render
-from prompts.fields import FIELDS, Field, devices_named, propose
+from prompts.fields import FIELDS, Field, devices_named, propose, settings_meant
 from prompts.strategies import Budget, get_strategy, windows
 from runtimes.base import Completion, GenerationSettings, Timings
 
@@ -112,13 +113,14 @@ def _run(strategy_name: str, user: User, answer: Answer) -> tuple[Any, Any]:
 
 
 def _none(f: Field, choices: dict[str, Any]) -> str:
-    return " none"
+    [text] = [text for text, value in choices.items() if value is None]
+    return text
 
 
 def _oracle(truth: dict) -> Answer:
     def answer(f: Field, choices: dict[str, Any]) -> str:
         value = truth.get(f.device, {}).get(f.name)
-        return next((text for text, v in choices.items() if v == value and v is not None), " none")
+        return next((text for text, v in choices.items() if v == value and v is not None), _none(f, choices))
     return answer
 
 
@@ -175,28 +177,61 @@ def test_a_later_turns_answer_replaces_an_earlier_one():
 
 def test_an_answer_to_the_assistants_question_is_asked_about_the_device_it_names():
     s = _session("Hello!", "Hi! The lights are warm. Which volume for the TV?", "Thirty.", "TV volume 30.")
-    [(window, user_text, devices)] = [w for w in windows(render.session_turns(s)) if w[1] == "Thirty."]
-    assert devices == ["tv"] and window[0][0] == "assistant" and window[-1] == ("assistant", "TV volume 30.")
+    [(window, about)] = [w for w in windows(render.session_turns(s)) if w[0][1] == ("user", "Thirty.")]
+    assert about == {"tv": "Thirty."} and window[0][0] == "assistant" and window[-1] == ("assistant", "TV volume 30.")
     plan = get_strategy("incremental").plan(User(index=0, character="t", routines=[], sessions=[s]), 0, Budget(),
                                             GenerationSettings())
-    assert [(f.device, f.name) for _, f, _, _ in plan.private["questions"]] == [("tv", "volume"), ("tv", "brightness")]
+    # the window's words name the volume, so the TV's brightness is not asked about
+    assert [(f.device, f.name) for _, f, _, _ in plan.private["questions"]] == [("tv", "volume")]
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("Turn the telly down to twenty.", ["volume"]), ("The telly is too dim, seventy.", ["brightness"]),
+    ("The telly at seventy.", ["volume", "brightness"]),  # no word for either: both are asked
+    ("Aircon to twenty degrees, fan on 2.", ["temperature", "fan_speed"]), ("Aircon fan on 2.", ["fan_speed"]),
+])
+def test_which_numeric_settings_a_window_may_be_about(text, meant):
+    device = devices_named(text)[0]
+    assert [f.name for f in settings_meant(device, text)] == meant
+
+
+def test_a_device_is_asked_about_for_the_values_said_in_its_sentences():
+    # "Leave the speaker alone." says no value about the speaker: its volume is not asked about,
+    # though 20 is said in the turn; a sentence that names no device is about the one before it.
+    s = _session("Arm the alarm, its volume at 20. Leave the speaker alone. Put the telly on. Volume thirty.",
+                 "Done.")
+    [(_, about)] = windows(render.session_turns(s))
+    assert about == {"security": "Arm the alarm, its volume at 20.", "speaker": "Leave the speaker alone.",
+                     "tv": "Put the telly on. Volume thirty."}
+    plan = get_strategy("incremental").plan(User(index=0, character="t", routines=[], sessions=[s]), 0, Budget(),
+                                            GenerationSettings())
+    asked = [(f.device, f.name) for _, f, _, _ in plan.private["questions"]]
+    assert asked == [("tv", "volume"), ("security", "armed"), ("security", "alarm_volume")]
+    # the model reads the turn with its numbers in digits, its choices as they are written
+    assert all("Volume 30." in r.prompt for r in plan.requests)
 
 
 def test_questions_share_their_window_as_the_cached_prefix():
     plan, _ = _run("incremental", _user(2), _none)
     for request in plan.requests:
-        assert request.choices[-1] == " none" and request.prompt.startswith(request.cache_prefix)
+        assert request.choices[-1].strip() in ("none", "chat") and request.prompt.startswith(request.cache_prefix)
         question = request.prompt[len(request.cache_prefix):]
         assert "\n" not in question and len(question) < 40  # after the window, a few tokens each
     assert len({r.cache_prefix for r in plan.requests}) < len(plan.requests)
 
 
-def test_security_answers_read_as_the_words_said():
-    s = _session("Disarm the alarm, I'm home.", "Security disarmed.")
+def test_how_the_questions_end_and_their_choices_start():
+    s = _session("Disarm the alarm, I'm home. Lights static, TV volume 30.", "Security disarmed.")
     plan = get_strategy("incremental").plan(User(index=0, character="t", routines=[], sessions=[s]), 0, Budget(),
                                             GenerationSettings())
-    [(_, f, choices, request)] = plan.private["questions"]
-    assert f.name == "armed" and choices == {" armed": True, " disarmed": False, " none": None}
+    asked = {f.name: (choices, request.prompt[len(request.cache_prefix):])
+             for _, f, choices, request in plan.private["questions"]}
+    # the security: the verbs the user says, both answers whichever was said
+    assert asked["armed"] == ({" arm": True, " disarm": False, " chat": None}, "So the user asked the assistant to")
+    # a category: after an opening quote, so that no bare space can start the answer
+    assert asked["mode"] == ({"static": "static", "none": None}, 'So the lights mode is set to "')
+    # a number: as the tokenizer writes it after "to", a space then digits
+    assert asked["volume"] == ({" 30": 30, " none": None}, "So the TV volume is set to")
 
 
 # --- property: no candidate list lacks a number said ---------------------------------------------
@@ -279,3 +314,37 @@ def test_no_question_about_a_device_the_session_never_names():
                                             GenerationSettings())
     assert {f.device for _, f, _, _ in plan.private["questions"]} == {"lights"}
     assert re.search(r"lights (brightness|colour)", " ".join(r.prompt for r in plan.requests))
+
+
+# --- the score comes from the model: a random-weight model scores next to nothing ---------------
+
+
+@pytest.mark.slow
+def test_a_random_weight_model_scores_at_most_ten_percent(tmp_path):
+    """tiny-llama (2 random layers, 384-token vocabulary) exported to GGUF, then `incremental` on a
+    generated sample in natural speech, through device_runner as a user runs it: with the model
+    deciding every value, random weights must not score (minutes: the export, then about 3,000
+    questions)."""
+    pytest.importorskip("llama_cpp", reason="make install-llamacpp")
+    from eval.errors import HarnessError
+    from eval.synth import write_sample
+    from export import env as export_env
+    from export.__main__ import main as export_main
+
+    try:
+        export_env.llamacpp_wheels()
+    except HarnessError as exc:
+        pytest.skip(str(exc))
+    assert export_main(["--model", "tiny-llama", "--format", "gguf", "--out", str(tmp_path / "artifacts")]) == 0
+    [gguf] = (tmp_path / "artifacts" / "tiny-llama" / "gguf").glob("*.gguf")
+    data = write_sample(tmp_path / "natural", 8, 40, 1, style="natural")
+
+    from device_runner.__main__ import main as run_main
+
+    out = tmp_path / "out"
+    assert run_main(["--device", "host", "--model", "tiny-llama", "--runtime", "llamacpp", "--artifact", str(gguf),
+                     "--strategy", "incremental", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["prompt_notes"]["questions"] > 0 and not r["parse_errors"] for r in rows)
+    exact = sum(r["score"]["acc.routine_exact"] for r in rows) / len(rows)
+    assert exact <= 0.10, f"a random-weight model scored {exact:.1%} exact: the score does not come from the model"

@@ -131,3 +131,6 @@ def test_pinned_versions_agree_with_versions_env():
         assert not re.search(rf"^{key}\s*:?=", makefile, re.M), f"the Makefile sets {key} itself"
     for key, version in v.items():
         assert not re.search(r"\b" + re.escape(version) + r"\b", makefile), f"the Makefile writes {version} ({key})"
+    # android/build.sh reads the file too when the Makefile did not pass the version.
+    build = (ROOT / "android" / "build.sh").read_text()
+    assert "runtimes/versions.env" in build and v["LLAMACPP_VERSION"] not in build
