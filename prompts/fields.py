@@ -30,11 +30,11 @@ NONE = "none"
 DEVICE_NAMES: dict[str, str] = {
     "tv": r"\btv\b|\bt\.v\.|\btelly\b|televis|\bscreen|\bbox\b|\btube\b|netflix|you ?tube|\bhdmi|\ba/?v\b|"
           r"\bchannel|\bpicture\b|\bflat ?screen",
-    "ac": r"\ba/?c\b|\bair ?con|air[- ]condition|\bclimate|thermostat|\bheat|\bcooling\b|\bcool (it|things|the \w+) down|"
-          r"\bdegrees?\b|\bfan\b|\btemperature\b",
+    "ac": r"\ba/?c\b|\bair ?con|air[- ]condition|\bclimate|thermostat|\bheat|\bcooling\b|"
+          r"\bcool (it|things|the \w+) down|\bdegrees?\b|\bfan\b|\btemperature\b",
     "lights": r"\blight|\blamp|\bbulb|\bchandelier|\bsconce",
-    "speaker": r"\bspeaker|\bmusic|\bstereo|\bhi-?fi\b|\btunes\b|\bplaylist|\bsong|\bradio\b|\bpodcast|\bsound ?bar|\bjukebox|"
-               r"equali[sz]|\beq\b|\bbass\b|\btreble\b|\bsound system",
+    "speaker": r"\bspeaker|\bmusic|\bstereo|\bhi-?fi\b|\btunes\b|\bplaylist|\bsong|\bradio\b|\bpodcast|"
+               r"\bsound ?bar|\bjukebox|equali[sz]|\beq\b|\bbass\b|\btreble\b|\bsound system",
     "security": r"\bsecurity|\balarm|\bsiren|\barm(ed|ing)?\b|\bdisarm|\bunarm|\block (it|the \w+ )?up|\bburglar",
 }
 
