@@ -10,8 +10,11 @@ nothing at all ("cool, thanks").
 What the patterns here propose is deliberately generous: every number said anywhere in the
 session is a candidate for every numeric field whose range holds it (a number that is not a
 setting, "I got in at 7", is the model's to reject), a category value is a candidate as soon
-as one of its words is said, in whatever sense, and a device is "maybe meant" as soon as any
-of its names or nicknames is.  None of it decides a value.
+as one of its words is said, in whatever sense, a device is "maybe meant" as soon as any of
+its names or nicknames is, and of a device with two numeric settings (the TV's volume and
+brightness, the AC's temperature and fan) those whose words a window says, or both when it
+says neither.  None of it decides a value.  (`words` are what `hybrid` has always proposed;
+`more_words`, the synonyms `incremental` proposes too.)
 """
 
 from __future__ import annotations

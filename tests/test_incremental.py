@@ -214,7 +214,7 @@ def test_a_device_is_asked_about_for_the_values_said_in_its_sentences():
 def test_questions_share_their_window_as_the_cached_prefix():
     plan, _ = _run("incremental", _user(2), _none)
     for request in plan.requests:
-        assert request.choices[-1].strip() in ("none", "chat") and request.prompt.startswith(request.cache_prefix)
+        assert request.choices[-1] in (" none", "-") and request.prompt.startswith(request.cache_prefix)
         question = request.prompt[len(request.cache_prefix):]
         assert "\n" not in question and len(question) < 40  # after the window, a few tokens each
     assert len({r.cache_prefix for r in plan.requests}) < len(plan.requests)
@@ -226,10 +226,10 @@ def test_how_the_questions_end_and_their_choices_start():
                                             GenerationSettings())
     asked = {f.name: (choices, request.prompt[len(request.cache_prefix):])
              for _, f, choices, request in plan.private["questions"]}
-    # the security: the verbs the user says, both answers whichever was said
-    assert asked["armed"] == ({" arm": True, " disarm": False, " chat": None}, "So the user asked the assistant to")
-    # a category: after an opening quote, so that no bare space can start the answer
-    assert asked["mode"] == ({"static": "static", "none": None}, 'So the lights mode is set to "')
+    # a category: after an opening quote (no bare space can start the answer), none as "-" (no
+    # common piece such as "no" starts it); the security: both answers, whichever was said
+    assert asked["armed"] == ({"armed": True, "disarmed": False, "-": None}, 'So the security is set to "')
+    assert asked["mode"] == ({"static": "static", "-": None}, 'So the lights mode is set to "')
     # a number: as the tokenizer writes it after "to", a space then digits
     assert asked["volume"] == ({" 30": 30, " none": None}, "So the TV volume is set to")
 
