@@ -153,8 +153,19 @@ def check_single_artifact(options: RunOptions) -> None:
                            "run each runtime in its own command (the same --out collects them).")
 
 
-def case_id(model: str, runtime: str, strategy: str, device: str) -> str:
-    return f"{model}/{runtime}/{strategy}/{device}"
+def case_id(model: str, runtime: str, strategy: str, device: str, variant: str | None = None) -> str:
+    return f"{model}{f'@{variant}' if variant else ''}/{runtime}/{strategy}/{device}"
+
+
+def artifact_variant(model: str, options: RunOptions) -> str | None:
+    """What `--artifact` names, as cases and reports show it beside the model ("q8_0" for
+    artifacts/M/gguf-Q8_0/M-q8_0.gguf, "executorch-8da8w" for that folder), so that two
+    quantizations of one model are two cases; None for the model's default artifact."""
+    if options.artifact is None:
+        return None
+    path = options.artifact
+    name = path.stem if path.is_file() else path.name
+    return name[len(model) + 1:] if name.startswith(f"{model}-") and len(name) > len(model) + 1 else name
 
 
 def aggregate_timings(completions: list[Completion], load_ms: float | None) -> dict[str, Any]:
@@ -199,10 +210,11 @@ class Case:
     device: dict[str, Any]  # the device's facts; device["name"] names the case
     artifact: Path | None = None  # what the runtime loaded
     load_ms: float | None = None  # the host's one load; None where each invocation loads (phones)
+    variant: str | None = None  # artifact_variant: set when --artifact chose the artifact
 
     @property
     def id(self) -> str:
-        return case_id(self.model, self.runtime, self.strategy, self.device["name"])
+        return case_id(self.model, self.runtime, self.strategy, self.device["name"], self.variant)
 
 
 @dataclass(frozen=True)
@@ -255,7 +267,8 @@ def pending_strategies(model: str, runtime: str, device: dict[str, Any], artifac
     pending = []
     for s in model_strategies(inputs.options):
         identity = case_identity(model, runtime, s, artifact, inputs)
-        if any(not results.is_done(case_id(model, runtime, s, device["name"]), u, identity) for u in inputs.chosen):
+        case = case_id(model, runtime, s, device["name"], artifact_variant(model, inputs.options))
+        if any(not results.is_done(case, u, identity) for u in inputs.chosen):
             pending.append(s)
     return pending
 
@@ -271,7 +284,9 @@ def run_model_cases(inputs: RunInputs, device: dict[str, Any], artifacts: dict[t
         runtime, load_ms = open_case(model, runtime_name, artifact)
         try:
             for strategy_name in pending:
-                run_case(Case(model, runtime_name, strategy_name, device, artifact, load_ms), runtime, inputs, results)
+                case = Case(model, runtime_name, strategy_name, device, artifact, load_ms,
+                            artifact_variant(model, inputs.options))
+                run_case(case, runtime, inputs, results)
         finally:
             runtime.close()
 
@@ -354,6 +369,7 @@ def run_case(case: Case, runtime: Runtime | None, inputs: RunInputs, results: An
             "user": user_index,
             "identity": identity,
             "model": case.model,
+            **({"variant": case.variant} if case.variant else {}),
             "model_revision": recipe.revision if recipe else None,
             "recipe_sha256": recipe.sha256() if recipe else None,
             "runtime": case.runtime,

@@ -41,6 +41,20 @@ class CaseResult:
     # the largest such spread: the figures of this case are not stable enough to compare.
     unstable_users: list[int] = field(default_factory=list)
     worst_decode_spread: float | None = None
+    # Seconds to take in one new session, the mean over the case's users (see `update_seconds`).
+    update_s: float | None = None
+
+
+def update_seconds(row: dict[str, Any]) -> float | None:
+    """What one new session costs a user's profile, from a row's wall time: a strategy that reads
+    each session once (incremental, hybrid, rules) pays its wall time over its sessions; single-pass
+    answers the whole history again, so one update costs its whole wall time."""
+    wall, sessions = row.get("wall_s"), (row.get("prompt_notes") or {}).get("sessions_total")
+    if not _is_number(wall):
+        return None
+    if row.get("strategy") == "single-pass":
+        return float(wall)
+    return float(wall) / sessions if isinstance(sessions, int) and sessions > 0 else None
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -146,7 +160,9 @@ def case_label(row: dict[str, Any]) -> str:
     device = row.get("device", {}).get("name") if isinstance(row.get("device"), dict) else None
     if row.get("model") == "none":
         return f"no model ({row.get('strategy')} baseline)"
-    parts = [row.get("model", "?"), row.get("runtime", "?"), row.get("strategy", "?")]
+    variant = row.get("variant")  # what --artifact ran, e.g. q8_0 (device_runner.run.artifact_variant)
+    model = f"{row.get('model', '?')}@{variant}" if variant else row.get("model", "?")
+    parts = [model, row.get("runtime", "?"), row.get("strategy", "?")]
     return " / ".join(str(p) for p in parts + ([device] if device and device != "host" else []))
 
 
@@ -168,6 +184,7 @@ def summarise(rows: list[dict[str, Any]], mixed_data: bool = False) -> list[Case
         measured = [r for r in case_rows if isinstance(r.get("measurement"), dict)]
         spreads = [((r["measurement"].get("spread") or {}).get("decode_tps") or {}).get("spread") for r in measured]
         spreads = [x for x in spreads if isinstance(x, (int, float))]
+        updates = [u for u in map(update_seconds, case_rows) if u is not None]
         results.append(
             CaseResult(
                 label=label,
@@ -178,6 +195,7 @@ def summarise(rows: list[dict[str, Any]], mixed_data: bool = False) -> list[Case
                 data=data,
                 unstable_users=[r.get("user") for r in measured if r["measurement"].get("unstable")],
                 worst_decode_spread=max(spreads) if spreads else None,
+                update_s=statistics.mean(updates) if updates else None,
             )
         )
     return results
@@ -204,8 +222,8 @@ def markdown(cases: list[CaseResult], title: str = "EdgeWisePersona results") ->
     lines = [f"# {title}", ""]
     lines += [
         f"| case | {data_head}users | exact | triggers exact | actions exact | Jaccard | Δlen | cat. acc (avg) "
-        "| MAE (avg) | TTFT ms | prefill tok/s | decode tok/s | prompt tok | gen tok | peak RSS MB |",
-        f"|---|{data_rule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| MAE (avg) | s / update | TTFT ms | prefill tok/s | decode tok/s | prompt tok | gen tok | peak RSS MB |",
+        f"|---|{data_rule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:
         m, t = case.report.metrics, case.timings
@@ -214,16 +232,18 @@ def markdown(cases: list[CaseResult], title: str = "EdgeWisePersona results") ->
             f"| {_fmt(m['acc.triggers_exact'], 'pct')} | {_fmt(m['acc.actions_exact'], 'pct')} "
             f"| {_fmt(m['jaccard.flattened'], 'f3')} | {_fmt(m['len_diff.avg'], 'f2')} "
             f"| {_fmt(mean_of(m, CATEGORICAL_METRICS), 'pct')} | {_fmt(mean_of(m, MAE_METRICS), 'f2')} "
-            f"| {_fmt(t['ttft_ms'], 'int')} | {_fmt(t['prefill_tps'], 'int')} | {_fmt(t['decode_tps'], 'f2')} "
+            f"| {_fmt(case.update_s, 'f2')} | {_fmt(t['ttft_ms'], 'int')} | {_fmt(t['prefill_tps'], 'int')} | {_fmt(t['decode_tps'], 'f2')} "
             f"| {_fmt(t['prompt_tokens'], 'int')} | {_fmt(t['generated_tokens'], 'int')} | {_fmt(t['peak_rss_mb'], 'int')} |"
         )
     for name, ref in baselines["models"].items():
         lines.append(
             f"| *{name} ({REFERENCE_LABEL})* | {'original | ' if mixed else ''}200 | {_fmt(ref['acc.routine_exact'], 'pct')} "
             f"| {_fmt(ref['acc.triggers_exact'], 'pct')} | {_fmt(ref['acc.actions_exact'], 'pct')} "
-            f"| {_fmt(ref['jaccard.flattened'], 'f3')} | {_fmt(ref['len_diff.avg'], 'f2')} | | | | | | | | |"
+            f"| {_fmt(ref['jaccard.flattened'], 'f3')} | {_fmt(ref['len_diff.avg'], 'f2')} | | | | | | | | | |"
         )
-    lines += ["", "Timings are medians over users; TTFT and rates per request, token counts per user.", ""]
+    lines += ["", "Timings are medians over users; TTFT and rates per request, token counts per user. s / update: "
+              "the mean time one new session costs a user's profile (wall time over sessions; single-pass "
+              "answers the whole history again, so its whole wall time).", ""]
     for case in cases:
         if case.unstable_users:
             lines += [f"**Unstable timings:** {case.label}{f' ({case.data})' if case.data else ''}: the decode rate of "

@@ -60,3 +60,18 @@ def test_data_labels_stay_apart_when_two_read_the_same():
     assert labels[keys[0]] != labels[keys[1]]
     assert data_labels([data_key({"data": {"spec": "sample", "users": 8, "sessions": 40, "seed": 3}})]) == {
         '{"seed": 3, "sessions": 40, "spec": "sample", "users": 8}': "sample (8 users x 40 sessions, seed 3)"}
+
+
+def test_time_per_update_is_wall_over_sessions_and_single_pass_pays_its_whole_wall(tmp_path: Path):
+    from eval.report import update_seconds
+
+    row = {**_row(0, {"spec": "d"}, TRUTH), "wall_s": 30.0, "prompt_notes": {"sessions_total": 40}}
+    assert update_seconds(row) == 0.75
+    assert update_seconds({**row, "strategy": "single-pass", "case": "m/r/single-pass/host"}) == 30.0
+    assert update_seconds({**row, "prompt_notes": {}}) is None and update_seconds({**row, "wall_s": None}) is None
+    slow = {**_row(1, {"spec": "d"}, TRUTH), "wall_s": 10.0, "prompt_notes": {"sessions_total": 4}}
+    results = _write(tmp_path / "results.jsonl", [row, slow])
+    assert eval_main(["report", "--results", str(results)]) == 0
+    table = (tmp_path / "report.md").read_text()
+    assert "| Δlen | cat. acc (avg) | MAE (avg) | s / update |" in table
+    assert "| 0.00 | 100.0% | 0.00 | 1.62 |" in table  # the mean of 0.75 and 2.5 s over the two users

@@ -203,3 +203,22 @@ def test_a_phone_run_without_the_adb_extra_is_a_sentence(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "needs the Python package 'adb_shell', which is not installed. Install it with `make install-adb`" in err
+
+
+def test_an_artifact_given_by_hand_is_its_own_case_beside_the_default(tmp_path):
+    """Two quantizations of one model (the packaged Q4_K_M, a Q8_0 export through --artifact) are
+    two cases, in the results and the report, not one case whose rows replace each other."""
+    from device_runner.run import RunOptions, artifact_variant, case_id
+    from eval.report import case_label
+
+    q8 = tmp_path / "gguf-Q8_0" / "gemma-3-270m-q8_0.gguf"
+    q8.parent.mkdir()
+    q8.write_bytes(b"GGUF")
+    assert artifact_variant("gemma-3-270m", RunOptions(artifact=q8)) == "q8_0"
+    assert artifact_variant("gemma-3-270m", RunOptions(artifact=q8.parent)) == "gguf-Q8_0"  # a folder: its name
+    assert artifact_variant("gemma-3-270m", RunOptions()) is None
+    assert case_id("gemma-3-270m", "llamacpp", "incremental", "host", "q8_0") == "gemma-3-270m@q8_0/llamacpp/incremental/host"
+    assert case_id("gemma-3-270m", "llamacpp", "incremental", "host") == "gemma-3-270m/llamacpp/incremental/host"
+    row = {"model": "gemma-3-270m", "runtime": "llamacpp", "strategy": "incremental", "device": {"name": "host"}}
+    assert case_label({**row, "variant": "q8_0"}) == "gemma-3-270m@q8_0 / llamacpp / incremental"
+    assert case_label(row) == "gemma-3-270m / llamacpp / incremental"
