@@ -32,12 +32,13 @@ FORMAT ?= all
 BENCH_OUT ?= results/bench
 BENCH_USERS ?= 0-1
 
-.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy bench-runtimes synth clean
+.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy bench-runtimes bench-models synth clean
 
 help:
 	@echo "make bench   - run the benchmark on this machine (llama.cpp, default model, generated data)"
 	@echo "make test    - run the tests CI runs (make test-all: the slow ones too)"
 	@echo "make synth   - write a generated sample to data/sample"
+	@echo "make bench-models - the model x strategy table (dev set and a natural sample; about 1.5 h)"
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -105,6 +106,14 @@ bench-accuracy: $(VENV)/.llamacpp
 	@test -d $(DEV_DATA) || { echo "No data at $(DEV_DATA): pass DEV_DATA=folder (the three EdgeWisePersona files)."; exit 2; }
 	$(PY) -m device_runner --device host --model $(MODEL) --runtime llamacpp \
 		--strategy rules,hybrid,incremental,single-pass --data $(DEV_DATA) --out results/accuracy-dev --resume
+
+# The model x strategy table (README, "Models and strategies"): tiny-llama (random weights),
+# smollm2-135m, gemma-3-270m Q4_K_M and Q8_0 x rules, hybrid, incremental, single-pass, on the dev
+# set (DEV_DATA, when it exists) and a natural generated sample.  About 1.5 h on 2 cores; --resume.
+bench-models: $(VENV)/.llamacpp
+	@test -d artifacts/tiny-llama/gguf || $(MAKE) export MODEL=tiny-llama FORMAT=gguf
+	@test -d artifacts/gemma-3-270m/gguf-Q8_0 || $(MAKE) export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0
+	$(PY) -m device_runner.bench models --dev $(DEV_DATA) --out results/models
 
 # The same benchmark on every host runtime, one thread each, on the model's exports (make
 # export MODEL=$(MODEL) FORMAT=all first; llama.cpp runs the packaged GGUF they came from).

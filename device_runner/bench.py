@@ -1,10 +1,13 @@
-"""Benchmarks (not tests): `python -m device_runner.bench overhead|strategy-cost`.
+"""Benchmarks (not tests): `python -m device_runner.bench overhead|strategy-cost|models`.
 
 - overhead: prefill and decode tok/s through runtimes.llamacpp against a minimal loop over
   llama.cpp's own C API (llama_decode + greedy sampler, through llama-cpp-python's ctypes
   bindings) on the same GGUF, threads, context and prompt; runs interleaved; prints the ratio.
 - strategy-cost: prompt tokens evaluated and wall time, single-pass vs incremental, for one
   profile update (one new session arrives) and for a whole history.
+- models: the model x strategy table (README, "Models and strategies"): a random-weight tiny
+  model, SmolLM2 135M, Gemma 3 270M at Q4_K_M and Q8_0, each with every strategy, on the dev
+  set and on a generated natural sample, llama.cpp, one thread; exact, Jaccard, s / update.
 
 Timings depend on what else the machine is doing: they are printed side by side from one
 run, never asserted.
@@ -157,6 +160,68 @@ def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
             "update_ratio": update_ratio, "whole_history_ratio": whole_ratio, "user": args.user, "data": args.data}
 
 
+# The models of the table: (model, its artifact or None for the catalogue's default, why it is there).
+TABLE_MODELS = (
+    ("tiny-llama", None, "random weights: what the strategies score without a model"),
+    ("smollm2-135m", "packaged", "SmolLM2 135M Instruct, the packaged Q4_1"),
+    ("gemma-3-270m", None, "Gemma 3 270M base, the packaged Q4_K_M"),
+    ("gemma-3-270m", "artifacts/gemma-3-270m/gguf-Q8_0", "make export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0"),
+)
+
+
+def models(args: argparse.Namespace) -> dict[str, Any]:
+    """Every model of TABLE_MODELS with every strategy, on each data set, then one table."""
+    from device_runner.__main__ import main as run_main
+    from eval.report import read_results, summarise
+    from export.catalogue import SINGLE_FILE_FORMATS, get_recipe, packaged_model_path
+
+    data_sets = {"natural sample": ["--data", "sample", "--sample-users", str(args.sample_users),
+                                    "--sample-sessions", "40", "--sample-style", "natural"]}
+    if args.dev and Path(args.dev).is_dir():
+        data_sets = {"dev set": ["--data", args.dev], **data_sets}
+    else:
+        print(f"No dev set at {args.dev}: the table has the natural sample only.", file=sys.stderr)
+    table: dict[str, dict[str, Any]] = {}
+    for data_name, data_args in data_sets.items():
+        out = args.out / data_name.replace(" ", "-")
+        for model, artifact, _ in TABLE_MODELS:
+            if artifact == "packaged":
+                artifact = str(packaged_model_path(get_recipe(model)))
+            elif artifact and Path(artifact).is_dir():
+                artifact = str(sorted(Path(artifact).glob(SINGLE_FILE_FORMATS["gguf"]))[0])
+            elif artifact:
+                print(f"{model}: no {artifact}; run `make export MODEL={model} FORMAT=gguf VARIANT=Q8_0` for its "
+                      "rows.", file=sys.stderr)
+                continue
+            strategies = "rules,hybrid,incremental,single-pass" if model == TABLE_MODELS[0][0] else \
+                "hybrid,incremental,single-pass"
+            print(f"{data_name}: {model} {artifact or ''}", file=sys.stderr, flush=True)
+            code = run_main(["--device", "host", "--model", model, "--runtime", "llamacpp", "--strategy", strategies,
+                             "--threads", str(args.threads), "--out", str(out), "--resume", "--no-progress",
+                             *(["--artifact", artifact] if artifact else []), *data_args])
+            if code != 0:
+                raise HarnessError(f"The {model} run on the {data_name} stopped (exit {code}); see above. "
+                                   "Rerun `make bench-models`: finished rows are kept.")
+        for case in summarise(read_results(out / "results.jsonl")):
+            table.setdefault(case.label, {})[data_name] = case
+    lines = ["| model / runtime / strategy | " + " | ".join(f"{d}: exact | Jaccard | s / update" for d in data_sets) + " |",
+             "|---|" + "---:|---:|---:|" * len(data_sets)]
+    for label, by_data in table.items():
+        cells = []
+        for d in data_sets:
+            case = by_data.get(d)
+            m = case.report.metrics if case else {}
+            cells += [f"{100 * m['acc.routine_exact']:.1f}%" if case else "–",
+                      f"{m['jaccard.flattened']:.3f}" if case else "–",
+                      f"{case.update_s:.2f}" if case and case.update_s is not None else "–"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "table.md").write_text(text)
+    print(text)
+    print(f"Table: {args.out / 'table.md'}; reports: python -m eval report --results {args.out}/<data>/results.jsonl")
+    return {"table": text}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m device_runner.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--gguf", type=Path, default=None)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--n-ctx", type=int, default=16384)
-    for sp in (p, s):
+    m = sub.add_parser("models")
+    m.add_argument("--dev", default="../shared/data/edgewise-dev", help="the dev set's folder (skipped if absent)")
+    m.add_argument("--sample-users", type=int, default=4)
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--out", type=Path, default=Path("results/models"))
+    for sp in (p, s, m):
         sp.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -182,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             from eval.synth import write_sample
 
             args.data = str(write_sample(Path("results/bench-sample-data"), 2, 40, 0))
-        result = overhead(args) if args.command == "overhead" else strategy_cost(args)
+        result = {"overhead": overhead, "strategy-cost": strategy_cost, "models": models}[args.command](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
