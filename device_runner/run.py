@@ -403,9 +403,10 @@ def run_case(case: Case, runtime: Runtime | None, inputs: RunInputs, results: An
 
 def as_chat(requests: list[Request]) -> list[Request]:
     """Each raw-prompt request as one user message, for an instruct model: the runtime applies
-    the model's own chat template.  (The shared-prefix hint goes: a chat template wraps the
-    prompt, so it is no longer a prefix of the text; engines still reuse the common prefix.)"""
-    return [replace(r, messages=({"role": "user", "content": r.prompt},), prompt=None, cache_prefix=None)
+    the model's own chat template.  The shared-prefix hint stays, a prefix of the message's
+    content (runtimes.base.Request): llama.cpp keeps its KV state as it does for a raw prompt, so
+    an instruct model's questions cost their few tokens too."""
+    return [replace(r, messages=({"role": "user", "content": r.prompt},), prompt=None)
             if r.prompt is not None else r for r in requests]
 
 

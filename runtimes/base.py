@@ -33,7 +33,9 @@ class Request:
     choices: tuple[str, ...] | None = None
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     # A prefix of `prompt` that many requests share (fixed instructions and examples); an
-    # engine that can keep a KV cache reuses it across requests.  Purely an optimisation.
+    # engine that can keep a KV cache reuses it across requests.  Purely an optimisation.  With
+    # `messages`, a prefix of the last message's content (device_runner.run.as_chat): the engine
+    # finds where it ends in the rendered chat text.
     cache_prefix: str | None = None
 
     def __post_init__(self) -> None:
@@ -41,8 +43,10 @@ class Request:
             raise ValueError("A Request needs exactly one of messages= or prompt=, not both or neither.")
         if self.choices is not None and (self.json_schema is not None or not self.choices):
             raise ValueError("Request.choices must be non-empty and cannot be combined with json_schema.")
-        if self.cache_prefix is not None and (self.prompt is None or not self.prompt.startswith(self.cache_prefix)):
-            raise ValueError("Request.cache_prefix must be a prefix of Request.prompt.")
+        text = self.prompt if self.prompt is not None else (self.messages[-1].get("content") or "")
+        if self.cache_prefix is not None and not text.startswith(self.cache_prefix):
+            raise ValueError("Request.cache_prefix must be a prefix of Request.prompt (or of the last message's "
+                             "content).")
 
 
 @dataclass(frozen=True)

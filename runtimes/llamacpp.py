@@ -379,9 +379,13 @@ class LlamaCppRuntime:
                 "or shorten the prompt."
             )
         prefix_len = 0
-        if request.cache_prefix:
+        if request.cache_prefix and request.prompt is not None:
             prefix_len = common_prefix(self._tokenize(request.cache_prefix, has_bos=False), tokens)
             # The prefix's last token may merge with the text after it; keep what both agree on.
+        elif request.cache_prefix:  # chat: the template rendered around the prefix alone, up to where it parts
+            cut = request.messages[:-1] + ({**request.messages[-1], "content": request.cache_prefix},)
+            prefix_text, prefix_bos, _ = self._render_chat(cut)
+            prefix_len = common_prefix(self._tokenize(prefix_text, has_bos=prefix_bos), tokens)
         sampler = self._sampler(request)
 
         kv = self._kv

@@ -223,6 +223,26 @@ class TestWithModel:
         assert a1.timings.prompt_tokens_evaluated > 200 and b.timings.prompt_tokens_evaluated > 200
         assert a2.timings.prompt_tokens_evaluated < 10
 
+    def test_a_chat_request_keeps_its_prefix_inside_the_template(self, rt):
+        """An instruct model's questions (device_runner.run.as_chat): the cache_prefix is a prefix
+        of the message's content, which the template wraps; alternating prefixes still find their
+        snapshot, and what is reused is exactly the template's head and the prefix."""
+        prefix_a = "Instructions A: list every device setting.\n" + "Example: 'TV volume twenty' -> tv.volume = 20.\n" * 20
+        prefix_b = "Instructions B: name the routine triggers.\n" + "Example: 'rainy evening' -> weather = rainy.\n" * 20
+        requests = [Request(messages=({"role": "user", "content": prefix + tail},), cache_prefix=prefix,
+                            settings=GenerationSettings(max_tokens=4))
+                    for prefix, tail in [(prefix_a, "Session 1:"), (prefix_b, "Session 2:"), (prefix_a, "Session 3:")]]
+        rt.chat_format = "gemma"
+        try:
+            a1, b, a2 = rt.generate(requests)
+        finally:
+            rt.chat_format = None
+        assert a1.timings.prompt_tokens_evaluated > 200 and b.timings.prompt_tokens_evaluated > 200
+        # after the prefix: "Session 3:" and the template's tail, a dozen tokens, not the 200 again
+        assert a2.timings.prompt_tokens_evaluated < 20 < a2.timings.prompt_tokens
+        with pytest.raises(ValueError, match="prefix of Request.prompt"):
+            Request(messages=({"role": "user", "content": "Session 1:"},), cache_prefix="Instructions")
+
     def test_messages_without_a_template_or_chat_format_are_refused(self, rt):
         with pytest.raises(HarnessError, match="no chat template.*prompt=.*chat_format"):
             rt.generate([Request(messages=({"role": "user", "content": "hi"},))])
