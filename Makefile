@@ -112,7 +112,7 @@ bench-accuracy: $(VENV)/.llamacpp
 # set (DEV_DATA, when it exists) and a natural generated sample.  About 1.5 h on 2 cores; --resume.
 bench-models: $(VENV)/.llamacpp
 	@test -d artifacts/tiny-llama/gguf || $(MAKE) export MODEL=tiny-llama FORMAT=gguf
-	@test -d artifacts/gemma-3-270m/gguf-Q8_0 || $(MAKE) export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0
+	@test -d artifacts/gemma-3-270m/gguf-q8_0 || $(MAKE) export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0
 	$(PY) -m device_runner.bench models --dev $(DEV_DATA) --out results/models
 
 # The same benchmark on every host runtime, one thread each, on the model's exports (make

@@ -5,6 +5,10 @@
   bindings) on the same GGUF, threads, context and prompt; runs interleaved; prints the ratio.
 - strategy-cost: prompt tokens evaluated and wall time, single-pass vs incremental, for one
   profile update (one new session arrives) and for a whole history.
+- phone-overhead: one user's `incremental` case through the loopback phone (tests/fakeadbd, the
+  host-built ew_llama: android/build.sh --abi host) against `--device host`, interleaved; wall
+  time per request both ways, with and without the phone path's fixed cost per case (model load,
+  ADB round trips).
 - models: the model x strategy table (README, "Models and strategies"): a random-weight tiny
   model, SmolLM2 135M, Gemma 3 270M at Q4_K_M and Q8_0, each with every strategy, on the dev
   set and on a generated natural sample, llama.cpp, one thread; exact, Jaccard, s / update.
@@ -160,12 +164,94 @@ def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
             "update_ratio": update_ratio, "whole_history_ratio": whole_ratio, "user": args.user, "data": args.data}
 
 
+def phone_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """Wall time per request: --device host against the loopback phone running ew_llama."""
+    import shutil
+    import tempfile
+
+    from device_runner.__main__ import main as run_main
+    from device_runner.adb import load_signer
+    from device_runner.provenance import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # the loopback phone lives with the tests
+    from fakeadbd import FakeAdbd, unavailable_reason
+
+    host_bin = PROJECT_ROOT / "android" / "build" / "host" / "bin"
+    if unavailable_reason() is not None:
+        raise HarnessError(f"No loopback phone here: {unavailable_reason()}")
+    if not (host_bin / "ew_llama").is_file():
+        raise HarnessError("No host ew_llama: run `make android-host` first.")
+    common = ["--data", "sample", "--sample-users", "1", "--sample-sessions", str(args.sessions), "--users", "0",
+              "--strategy", "incremental", "--threads", str(args.threads), "--context", str(args.n_ctx),
+              "--no-progress"]
+    runs: dict[str, list[dict[str, Any]]] = {"host": [], "phone": []}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        key = tmp / "home" / ".android" / "adbkey"
+        load_signer(key)
+        with FakeAdbd(root=tmp / "phone") as phone:
+            phone.keystore.add(Path(f"{key}.pub").read_text())
+            _copy_libraries(phone, host_bin / "ew_llama")
+            for repeat in range(args.repeats):  # interleaved: host, phone, host, phone, ...
+                for where in ("host", "phone"):
+                    out = tmp / f"{where}-{repeat}"
+                    device = ["--device", "host"] if where == "host" else [
+                        "--device", phone.serial, "--adb-key", str(key), "--runner-bin", str(host_bin)]
+                    started = time.perf_counter()
+                    if run_main([*device, "--out", str(out), *common]) != 0:
+                        raise HarnessError(f"The {where} run stopped; see above.")
+                    elapsed = time.perf_counter() - started
+                    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+                    n = row["timings"]["requests"]
+                    load_ms = row["timings"]["load_ms"] or 0.0
+                    runs[where].append({
+                        "requests": n, "wall_s": row["wall_s"], "command_s": elapsed,
+                        "per_request_ms": row["wall_s"] * 1000 / n,
+                        # the phone's fixed cost per case: ew_llama loads the model once per case
+                        "per_request_loaded_ms": (row["wall_s"] * 1000 - (load_ms if where == "phone" else 0)) / n,
+                        "engine_per_request_ms": row["timings"]["total_ms"] / n,
+                        "answers": row["output"]})
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"run {repeat + 1} {where:5}: {n} requests, {row['wall_s']:.2f} s, "
+                          f"{runs[where][-1]['per_request_ms']:.0f} ms per request "
+                          f"({runs[where][-1]['per_request_loaded_ms']:.0f} once loaded)", flush=True)
+    result: dict[str, Any] = {"sessions": args.sessions, "threads": args.threads, "repeats": args.repeats}
+    for where, rows in runs.items():
+        for key_ in ("per_request_ms", "per_request_loaded_ms", "engine_per_request_ms"):
+            result[f"{where}_{key_}"] = statistics.median(r[key_] for r in rows)
+        result[f"{where}_requests"] = rows[0]["requests"]
+    result["same_answers"] = all(h["answers"] == p["answers"] for h, p in zip(runs["host"], runs["phone"]))
+    result["extra"] = result["phone_per_request_ms"] / result["host_per_request_ms"] - 1
+    result["extra_loaded"] = result["phone_per_request_loaded_ms"] / result["host_per_request_ms"] - 1
+    print(f"\nmedian of {args.repeats}, {result['host_requests']} requests: host {result['host_per_request_ms']:.0f} ms "
+          f"per request; phone {result['phone_per_request_ms']:.0f} ms ({100 * result['extra']:+.1f}%), "
+          f"{result['phone_per_request_loaded_ms']:.0f} ms once the model is loaded "
+          f"({100 * result['extra_loaded']:+.1f}%; goal <= +5%); same answers: {result['same_answers']}")
+    return result
+
+
+def _copy_libraries(phone: Any, binary: Path) -> None:
+    """The shared libraries a host-built binary needs (ldd), at the same paths in the phone's chroot."""
+    import shutil
+    import subprocess
+
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            target = phone.sandbox.root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copy2(Path(path).resolve(), target)
+
+
 # The models of the table: (model, its artifact or None for the catalogue's default, why it is there).
 TABLE_MODELS = (
     ("tiny-llama", None, "random weights: what the strategies score without a model"),
     ("smollm2-135m", "packaged", "SmolLM2 135M Instruct, the packaged Q4_1"),
     ("gemma-3-270m", None, "Gemma 3 270M base, the packaged Q4_K_M"),
-    ("gemma-3-270m", "artifacts/gemma-3-270m/gguf-Q8_0", "make export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0"),
+    ("gemma-3-270m", "artifacts/gemma-3-270m/gguf-q8_0", "make export MODEL=gemma-3-270m FORMAT=gguf VARIANT=Q8_0"),
 )
 
 
@@ -239,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--gguf", type=Path, default=None)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--n-ctx", type=int, default=16384)
+    o = sub.add_parser("phone-overhead")
+    o.add_argument("--sessions", type=int, default=5, help="sessions of the one generated user")
+    o.add_argument("--threads", type=int, default=2)
+    o.add_argument("--n-ctx", type=int, default=2048)
+    o.add_argument("--repeats", type=int, default=3)
     m = sub.add_parser("models")
     m.add_argument("--dev", default="../shared/data/edgewise-dev", help="the dev set's folder (skipped if absent)")
     m.add_argument("--sample-users", type=int, default=4)
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--out", type=Path, default=Path("results/models"))
-    for sp in (p, s, m):
+    for sp in (p, s, o, m):
         sp.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -252,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             from eval.synth import write_sample
 
             args.data = str(write_sample(Path("results/bench-sample-data"), 2, 40, 0))
-        result = {"overhead": overhead, "strategy-cost": strategy_cost, "models": models}[args.command](args)
+        result = {"overhead": overhead, "strategy-cost": strategy_cost, "phone-overhead": phone_overhead,
+                  "models": models}[args.command](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
