@@ -332,7 +332,9 @@ def run_case(case: Case, runtime: Runtime | None, inputs: RunInputs, results: An
         context = min(context, runtime.max_context)  # e.g. the max_seq_len an ExecuTorch .pte was exported with
     budget = Budget(context, runtime.count_tokens) if isinstance(runtime, CountsTokens) else Budget(context)
     plans = {u: strategy.plan(users[u], len(users[u].routines), budget, inputs.settings) for u in todo}
-    chat = bool(recipe and recipe.instruct)  # instruct models get their chat template (the recipe says so)
+    # An instruct model (the recipe says so) reads a strategy's instructions in its chat template;
+    # cloze questions stay raw text for every model (prompts/strategies.py `instruction`).
+    chat = bool(recipe and recipe.instruct and strategy.instruction)
     repeats = 1 if isinstance(runtime, RunsBatches) else options.warmup + options.repeat
     total_requests = sum(len(p.requests) for p in plans.values()) * repeats
     info = runtime.info() if runtime is not None else None

@@ -257,5 +257,9 @@ def test_instruct_models_get_their_chat_template():
     raw = Request(prompt="PREFIX question", cache_prefix="PREFIX ", choices=(" a", " b"))
     [chat] = as_chat([raw])
     assert chat.prompt is None and chat.messages == ({"role": "user", "content": "PREFIX question"},)
-    assert chat.choices == raw.choices and chat.settings == raw.settings and chat.cache_prefix is None
+    assert chat.choices == raw.choices and chat.settings == raw.settings and chat.cache_prefix == "PREFIX "
     assert get_recipe("smollm2-135m").instruct and not get_recipe("gemma-3-270m").instruct
+    from prompts.strategies import get_strategy
+
+    # single-pass is an instruction (the chat template); the questions are cloze text (raw)
+    assert [get_strategy(s).instruction for s in ("single-pass", "incremental", "hybrid")] == [True, False, False]
