@@ -32,7 +32,7 @@ FORMAT ?= all
 BENCH_OUT ?= results/bench
 BENCH_USERS ?= 0-1
 
-.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-strategies bench-accuracy bench-runtimes bench-models synth clean
+.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-phone-overhead bench-strategies bench-accuracy bench-runtimes bench-models synth clean
 
 help:
 	@echo "make bench   - run the benchmark on this machine (llama.cpp, default model, generated data)"
@@ -98,6 +98,11 @@ DEV_DATA ?= ../shared/data/edgewise-dev
 bench-overhead: $(VENV)/.llamacpp
 	$(PY) -m device_runner.bench overhead --repeats 7 --json results/bench-overhead.json
 
+# The phone path's cost per request against --device host: one user's incremental case through the
+# loopback phone (tests/fakeadbd) with the host-built ew_llama, interleaved with the host.
+bench-phone-overhead: $(VENV)/.llamacpp $(VENV)/.adb android-host
+	$(PY) -m device_runner.bench phone-overhead --repeats 3 --json results/bench-phone-overhead.json
+
 bench-strategies: $(VENV)/.llamacpp
 	$(PY) -m device_runner.bench strategy-cost --data $(if $(wildcard $(DEV_DATA)),$(DEV_DATA),sample) \
 		--json results/bench-strategy-cost.json
@@ -152,20 +157,24 @@ $(VENV)/.onnxruntime: $(VENV)/.core
 install-onnxruntime: $(VENV)/.onnxruntime
 
 .PHONY: install-onnxruntime
+
 # --- end export (issue 4) ---
 
 # --- device runner (issue 5) ---------------------------------------------------------------
-# `make android-host`: llama.cpp's tools (llama-completion) for this machine, built once from the
-# llama-cpp-python sdist's llama.cpp and cached in $(CACHE)/build keyed by version + flags; the
-# device tests run them inside the fake phone.  `make android ANDROID_NDK=... [ABI=arm64-v8a]`:
+# `make android-host`: our llama.cpp runner (ew_llama, android/runners/llamacpp) and llama.cpp's
+# tools (llama-completion, llama-bench) for this machine, built once from the llama-cpp-python
+# sdist's llama.cpp and cached in $(CACHE)/build keyed by version + flags (ew_llama also by its
+# source's sha256); the device tests run them inside the fake phone.  `make android ANDROID_NDK=... [ABI=arm64-v8a]`:
 # the phone's runner binaries into android/build/<abi>/.
 ABI ?= arm64-v8a
 .PHONY: android android-host devices
 
-android/build/host/bin/llama-completion: android/build.sh
+EW_LLAMA_SRC := android/runners/llamacpp/ew_llama.cpp android/runners/llamacpp/CMakeLists.txt
+
+android/build/host/bin/ew_llama: android/build.sh $(EW_LLAMA_SRC)
 	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi host --only llamacpp
 
-android-host: $(VENV)/.core android/build/host/bin/llama-completion
+android-host: $(VENV)/.core android/build/host/bin/ew_llama
 
 # Without ANDROID_NDK, arm64-v8a (and x86_64) runners are cross-compiled with zig (see below).
 android: $(VENV)/.core $(if $(or $(ANDROID_NDK),$(filter host,$(ABI))),,$(VENV)/.cross)
@@ -179,8 +188,8 @@ test test-all: android-host android-arm64 $(VENV)/.onnxruntime
 # --- arm64 without a phone or an NDK (issue 10) ----------------------------------------------
 # zig (PyPI's ziglang, the `cross` extra) cross-compiles static aarch64-linux-musl runners; they
 # need no bionic, so they run on an arm64 phone and, through qemu-user-static (binfmt_misc, set up
-# by tests/fakeadbd/binfmt.sh), inside the loopback phone here.  `make android-arm64`: llama.cpp's
-# llama-completion into $(ARM64_STATIC) (cached in $(CACHE)/build like the host tools), always
+# by tests/fakeadbd/binfmt.sh), inside the loopback phone here.  `make android-arm64`: ew_llama and
+# llama.cpp's tools into $(ARM64_STATIC) (cached in $(CACHE)/build like the host tools), always
 # with zig, also where ANDROID_NDK is set (the NDK's build in android/build/arm64-v8a stays).
 CROSS_APT := qemu-user-static
 ARM64_STATIC := android/build/arm64-v8a-static
@@ -198,8 +207,8 @@ $(VENV)/.cross: $(VENV)/.core
 
 install-cross: $(VENV)/.cross
 
-$(ARM64_STATIC)/bin/llama-completion: android/build.sh $(VENV)/.cross
+$(ARM64_STATIC)/bin/ew_llama: android/build.sh $(EW_LLAMA_SRC) $(VENV)/.cross
 	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi arm64-v8a \
 		--toolchain zig --only llamacpp --out $(ARM64_STATIC)
 
-android-arm64: $(ARM64_STATIC)/bin/llama-completion
+android-arm64: $(ARM64_STATIC)/bin/ew_llama

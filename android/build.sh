@@ -2,8 +2,8 @@
 # Build the on-device runner binaries into android/build/<abi>/bin (ignored by git).
 #
 #   ANDROID_NDK=/path/to/ndk android/build.sh [--abi arm64-v8a] [--only llamacpp,executorch,mnn,ortgenai]
-#   android/build.sh --abi arm64-v8a     # no NDK: static aarch64-linux-musl llama.cpp tools, by zig
-#   android/build.sh --abi host          # llama.cpp's tools for this machine (tests, laptop)
+#   android/build.sh --abi arm64-v8a     # no NDK: static aarch64-linux-musl llama.cpp runners, by zig
+#   android/build.sh --abi host          # the llama.cpp runners for this machine (tests, laptop)
 #   options: --toolchain ndk|zig (default: ndk when ANDROID_NDK is set, else zig), --out DIR
 #
 # llama.cpp comes from the source vendored in the llama-cpp-python sdist the host runtime
@@ -105,7 +105,8 @@ fi
 export CMAKE_GENERATOR
 mkdir -p "$OUT/bin"
 
-# ---- llama.cpp: llama-completion (one process per case, --prompt-cache for the shared prefix)
+# ---- llama.cpp: our runner ew_llama (android/runners/llamacpp: one process per case, the KV cache
+# kept across requests), and llama.cpp's stock llama-completion and llama-bench beside it
 llama_source() {
     src=$CACHE/src/llama-cpp-python-$LLAMACPP_VERSION-full
     if [ ! -f "$src/vendor/llama.cpp/CMakeLists.txt" ]; then
@@ -142,7 +143,26 @@ build_llamacpp() {
     cp -f "$build/bin/llama-completion" "$build/bin/llama-bench" "$OUT/bin/"
     cp -f "$build/FLAGS" "$OUT/llamacpp.flags"
     say "llama.cpp: $OUT/bin/llama-completion"
-    [ "$KIND" != zig ] || say "llama.cpp: $(elf_summary "$OUT/bin/llama-completion")"
+    build_ew_llama "$src" "$build" || return 1
+    [ "$KIND" != zig ] || say "llama.cpp: $(elf_summary "$OUT/bin/ew_llama")"
+}
+
+# ew_llama: one source file compiled with the llama.cpp build's toolchain and linked against its
+# static libraries; cached by that build and the sha256 of the runner's source.
+build_ew_llama() {  # $1 = llama.cpp source, $2 = its build folder
+    runner_src=$HERE/runners/llamacpp
+    sums=$(cat "$runner_src/ew_llama.cpp" "$runner_src/CMakeLists.txt" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    ew=$CACHE/build/ew_llama-$(basename "$2")-$sums
+    if [ ! -x "$ew/ew_llama" ]; then
+        say "building ew_llama (android/runners/llamacpp) against $2"
+        rm -rf "$ew"
+        # shellcheck disable=SC2086
+        cmake -S "$runner_src" -B "$ew" -DCMAKE_BUILD_TYPE=Release -DLLAMA_SRC="$1" -DLLAMA_BUILD="$2" \
+            $TOOLCHAIN >"$ew.cmake.log" 2>&1 || { say "ew_llama: cmake configure failed; see $ew.cmake.log"; return 1; }
+        cmake --build "$ew" -j "$JOBS" || { say "ew_llama build failed (above)"; return 1; }
+    fi
+    cp -f "$ew/ew_llama" "$OUT/bin/"
+    say "llama.cpp: $OUT/bin/ew_llama"
 }
 
 # "aarch64 ELF (e_machine 183), static: no dynamic loader": what a phone needs from a zig build.

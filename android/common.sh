@@ -1,8 +1,8 @@
 # Shared by android/run_<engine>.sh, sourced first (it only defines things).
 # POSIX sh: runs under Android's mksh/toybox, busybox ash and Linux sh alike.
 # read_args, require_requests, use_engine_libs, refuse_grammar: the scripts' common front;
-# now_ms, wall_ms, setup_measuring (TIMEV, RSS_DIV, PIN), measured and end_record: timing,
-# peak RSS and each record's tail.
+# now_ms, wall_ms, setup_measuring (TIMEV, RSS_DIV, PIN), setup_affinity (PIN), measured and
+# end_record: timing, peak RSS and each record's tail.
 
 # read_args "$@": sets BIN, MODEL, CASE, AFFINITY, and THREADS / CTX (whose defaults a script may
 # set before calling it); an unknown argument ends the script.
@@ -77,6 +77,11 @@ setup_measuring() {
     # BusyBox time (seen on 1.35) treats ru_maxrss, already in KiB, as pages: it prints 4x on 4 KiB pages.
     RSS_DIV=1
     if [ -n "$TIMEV" ] && "$TIMEV" --help 2>&1 | head -1 | grep -q BusyBox; then RSS_DIV=4; fi
+    setup_affinity
+}
+
+# setup_affinity: PIN is the command prefix that applies --affinity (taskset), or empty.
+setup_affinity() {
     PIN=
     if [ -n "$AFFINITY" ]; then
         if command -v taskset >/dev/null 2>&1; then PIN="taskset $AFFINITY"; else echo "EW_NOTE affinity $AFFINITY not applied: no taskset"; fi

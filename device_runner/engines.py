@@ -1,7 +1,8 @@
 """Parse what the on-device runners print into `runtimes.Timings`.
 
-- llama.cpp: the framed records of android/run_llamacpp.sh, with llama.cpp's own
-  `llama_perf_*` lines inside;
+- llama.cpp: our runner's records (android/run_ew_llama.sh: ew_llama prints one record per
+  request with its numbers in an EW_STAT line); and the framed records of android/run_llamacpp.sh
+  (llama.cpp's stock llama-completion), with llama.cpp's own `llama_perf_*` lines inside;
 - ExecuTorch: the `PyTorchObserver {json}` line of the llama runner;
 - MNN: llm_demo's prefill/decode counters and llm_bench's table;
 - onnxruntime-genai: model_benchmark's report.
@@ -33,6 +34,7 @@ class Record:
     wall_ms: float | None = None
     text: str = ""
     log: list[str] = field(default_factory=list)
+    stats: dict[str, str] = field(default_factory=dict)  # EW_STAT key=value (our own runners)
 
 
 @dataclass
@@ -104,6 +106,12 @@ def parse_case_output(stdout: str, source: str = STREAM) -> CaseOutput:
                 raise damaged(number, f"EW_WALL_MS {rest[:40]!r} is not a number of milliseconds") from None
         elif current is not None and tag == "EW_TEXT":
             text_parts.append(rest)
+        elif current is not None and tag == "EW_STAT":
+            for item in rest.split():
+                key, eq, value = item.partition("=")
+                if not eq:
+                    raise damaged(number, f"EW_STAT item {item[:40]!r} is not key=value")
+                current.stats[key] = value
         elif tag == "EW_NOTE":
             notes.append(line.partition(" ")[2])
         elif tag == "EW_ERROR":
@@ -139,6 +147,33 @@ def llamacpp_perf(lines: list[str]) -> dict[str, float]:
         elif "session file has exact match" in line:
             out["exact_match"] = 1
     return out
+
+
+def ew_llama_completion(record: Record) -> tuple[str, str, Timings]:
+    """(text, finish reason, timings) of one request as ew_llama reports it (EW_STAT): the same
+    quantities the host runtime measures (runtimes/llamacpp.py), in the same process."""
+    st = record.stats
+    try:
+        def num(key: str) -> float:
+            return float(st[key])
+
+        prompt, evaluated, generated = int(num("prompt_tokens")), int(num("evaluated_tokens")), int(num("generated_tokens"))
+        prefill_ms, decode_ms, ttft_ms = num("prefill_ms"), num("decode_ms"), num("ttft_ms")
+        timings = Timings(
+            load_ms=num("load_ms"),
+            ttft_ms=ttft_ms if ttft_ms >= 0 else None,
+            prefill_tps=evaluated / prefill_ms * 1000 if prefill_ms > 0 and evaluated else None,
+            decode_tps=(generated - 1) / decode_ms * 1000 if generated > 1 and decode_ms > 0 else None,
+            prompt_tokens=prompt,
+            prompt_tokens_evaluated=evaluated,
+            generated_tokens=generated,
+            peak_rss_mb=round(record.rss_kb / 1024, 1) if record.rss_kb else None,
+            sampling_ms=num("sampling_ms"),
+            total_ms=num("total_ms"),
+        )
+        return record.text, st.get("finish", "length"), timings
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"ew_llama's EW_STAT line of request {record.id} lacks or garbles {exc}") from None
 
 
 END_OF_TEXT = " [end of text]\n"

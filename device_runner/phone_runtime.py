@@ -2,13 +2,14 @@
 
 Per case: push the runner script (android/), the engine's runner binary, the model (a GGUF
 file, or the artifact folder of the other formats) and, per user, one folder of prompts and
-grammars; run the user's requests in one invocation of android/run_<runtime>.sh (warm-up
+grammars; run the user's requests in one invocation of android/run_<runner>.sh (warm-up
 runs, then N measured repetitions), parse the engine's own timings (device_runner/engines.py)
 and hand back `Completion`s exactly as a host runtime does.  `RUNNERS` has one row per engine;
-its columns (constrained decoding, one-line prompts, pushes, libraries) replace branches on
-names.  Only llama.cpp's tools apply constrained decoding (GBNF grammars); the ExecuTorch, MNN
-and onnxruntime-genai runner binaries have no grammar, so a request with choices or a JSON
-schema is refused for them with a sentence before anything is pushed.
+its columns (constrained decoding, one-line prompts, pushes, libraries, record format) replace
+branches on names.  llama.cpp runs our own runner, ew_llama (android/runners/llamacpp): one
+process per case, the KV cache kept across requests, GBNF grammars with the greedy fast path.
+The ExecuTorch, MNN and onnxruntime-genai runner binaries have no grammar, so a request with
+choices or a JSON schema is refused for them with a sentence before anything is pushed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,12 @@ class Runner:
     engine: str  # for messages and runtime_version
     build: str  # android/build.sh --only value
     constrained: bool  # applies Request.choices / json_schema (as GBNF grammars)
-    # The script's records frame llama.cpp's own perf lines and a shared prefix (engines.llamacpp_*);
-    # False: one record per request holding the runner's whole report (engines.engine_completion).
-    framed: bool
+    # What a request's record holds: "ew" (our runner's EW_STAT numbers, engines.ew_llama_completion),
+    # "llamacpp-tools" (llama-completion's perf lines and a shared prefix record, engines.llamacpp_*;
+    # android/run_llamacpp.sh, kept for the stock tools), "engine" (the runner's whole report,
+    # engines.engine_completion).
+    report: str
+    decoding: str = "free"  # how choices / json_schema are applied on the phone, as rows record it
     one_line_prompts: bool = False  # reads one prompt per line (MNN's llm_demo)
     seq_len_column: bool = True  # requests.tsv carries prompt + output tokens (llama_main's --seq_len)
     pushes_libraries: bool = True  # pushes android/build/<abi>/lib/*.so beside the binary
@@ -65,13 +69,14 @@ class Runner:
 
 
 RUNNERS = {
-    "llamacpp": Runner("run_llamacpp.sh", "llama-completion", f"llama.cpp {LLAMACPP_VERSION}", "llamacpp",
-                       constrained=True, framed=True, seq_len_column=False, pushes_libraries=False),
+    "llamacpp": Runner("run_ew_llama.sh", "ew_llama", f"llama.cpp {LLAMACPP_VERSION}", "llamacpp",
+                       constrained=True, report="ew", decoding="gbnf", seq_len_column=False,
+                       pushes_libraries=False),
     "executorch": Runner("run_executorch.sh", "llama_main", "ExecuTorch", "executorch", constrained=False,
-                         framed=False),
-    "mnn": Runner("run_mnn.sh", "llm_demo", "MNN", "mnn", constrained=False, framed=False, one_line_prompts=True),
+                         report="engine"),
+    "mnn": Runner("run_mnn.sh", "llm_demo", "MNN", "mnn", constrained=False, report="engine", one_line_prompts=True),
     "onnxruntime": Runner("run_onnxruntime.sh", "model_benchmark", "onnxruntime-genai", "ortgenai",
-                          constrained=False, framed=False, artifact_files=_onnx_files),
+                          constrained=False, report="engine", artifact_files=_onnx_files),
 }
 PHONE_RUNTIMES = tuple(RUNNERS)
 
@@ -191,6 +196,8 @@ class PhoneRuntime:
             "n_ctx": self.n_ctx, "threads": self.threads, "binary_sha256": self._bin_sha,
             "transport": self.options.transport, "repeat": self.options.repeat, "warmup": self.options.warmup,
             "affinity": self.options.affinity, "runner": f"android/{self.runner.script}",
+            "decoding": self.runner.decoding,
+            **({"grammar_fast_path": True} if self.runner.report == "ew" else {}),
         })
 
     def count_tokens(self, text: str) -> int:
@@ -253,6 +260,9 @@ class PhoneRuntime:
         if not requests:
             return []
         refuse_unsupported(self.runtime, requests)
+        # A chat request's cache_prefix is a prefix of its message, not of the rendered text the
+        # phone reads: the phone's runner reuses the common prefix on its own.
+        requests = [replace(r, cache_prefix=None) if r.messages else r for r in requests]
         if not self._staged:
             self._stage_all()
         waited = self._thermal_gate()
@@ -359,17 +369,35 @@ class PhoneRuntime:
             result = self.phone.t.shell(command, self.options.case_timeout_s)
             parsed = engines.parse_case_output(result.out)
             if parsed.errors or result.rc != 0 or not parsed.done:
-                raise DeviceStopped(f"{self.phone.serial}: the on-device runner failed (exit {result.rc}): "
-                                    + ("; ".join(parsed.errors) or result.out.strip()[-800:]))
+                raise DeviceStopped(f"{self.phone.serial}: {self.runner.engine}'s on-device runner "
+                                    f"({self.runner.binary}) failed (exit {result.rc}): "
+                                    + ("; ".join(parsed.errors) or result.out.strip()[-800:])
+                                    + (f" (after {len(parsed.records)} of {len(requests)} requests)"
+                                       if self.runner.report == "ew" else ""))
             bad = [r for r in parsed.records if r.rc != 0]
             if bad:
                 raise DeviceStopped(f"{self.phone.serial}: {self.runner.binary} exited {bad[0].rc} on {bad[0].kind} "
                                     f"{bad[0].id}: " + " | ".join(bad[0].log[-5:]))
             self._notes = sorted(set(self._notes) | set(parsed.notes))
-            runs.append(self._completions(parsed, requests) if self.runner.framed
+            runs.append(self._ew_completions(parsed, requests) if self.runner.report == "ew"
+                        else self._completions(parsed, requests) if self.runner.report == "llamacpp-tools"
                         else self._engine_completions(parsed, requests))
         self.phone.t.shell(f"rm -rf {q(remote_case)} {q(remote_case)}.tar", 60)
         return runs
+
+    def _ew_completions(self, parsed: engines.CaseOutput, requests: list[Request]) -> list[Completion]:
+        by_id = {r.id: r for r in parsed.records if r.kind == "request"}
+        out = []
+        for index in range(len(requests)):
+            record = by_id.get(f"{index:04d}")
+            if record is None:
+                raise DeviceStopped(f"{self.phone.serial}: no output for request {index} from {self.runner.binary}")
+            try:
+                text, reason, timings = engines.ew_llama_completion(record)
+            except ValueError as exc:
+                raise DeviceStopped(f"{self.phone.serial}: {exc}") from None
+            out.append(Completion(text, timings, reason))
+        return out
 
     def _completions(self, parsed: engines.CaseOutput, requests: list[Request]) -> list[Completion]:
         prefixes = {r.id: r for r in parsed.records if r.kind == "prefix"}

@@ -1,8 +1,8 @@
-"""arm64 without a phone: the static aarch64 llama.cpp runner (`make android-arm64`: android/build.sh
---toolchain zig, no NDK) checked as an ELF file, and run by the loopback phone's arm64 mode
-(tests/fakeadbd, FakeAdbd(arch="arm64")) through qemu-user: a whole `incremental` case, whose
-answers and routines must equal those of the x86-64 loopback phone (the same llama-completion
-built for this machine) for the same requests (greedy decoding); `--device host` beside them.
+"""arm64 without a phone: the static aarch64 llama.cpp runners (`make android-arm64`: android/build.sh
+--toolchain zig, no NDK) checked as ELF files, and our runner ew_llama run by the loopback phone's
+arm64 mode (tests/fakeadbd, FakeAdbd(arch="arm64")) through qemu-user: a whole `incremental` case,
+whose answers and routines must equal those of the x86-64 loopback phone (the same ew_llama built
+for this machine) for the same requests (greedy decoding); `--device host` beside them.
 
 qemu emulates the aarch64 code on this machine, so the timings here are emulation's, not a phone's.
 """
@@ -10,11 +10,9 @@ qemu emulates the aarch64 code on this machine, so the timings here are emulatio
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,6 +29,7 @@ from eval.dataset import load_folder  # noqa: E402
 from prompts.strategies import Budget, get_strategy  # noqa: E402
 from runtimes.base import GenerationSettings  # noqa: E402
 import test_device_runner as x86_phone_tests  # noqa: E402
+from ties import Ties  # noqa: E402
 
 # The x86 loopback-phone tests' adb key fixture and phone-case helpers.
 key = x86_phone_tests.key
@@ -39,9 +38,9 @@ _model, _rows, _run, _trust = x86_phone_tests._model, x86_phone_tests._rows, x86
 ROOT = Path(__file__).resolve().parents[1]
 HOST_BIN = x86_phone_tests.HOST_BIN  # android/build/host/bin: the x86-64 loopback phone's runner
 ARM64_BIN = ROOT / "android" / "build" / "arm64-v8a-static" / "bin"
-RUNNER = ARM64_BIN / "llama-completion"
+RUNNER = ARM64_BIN / "ew_llama"
 needs_arm64_runner = pytest.mark.skipif(
-    not RUNNER.is_file(), reason="no static aarch64 llama-completion: `make android-arm64` "
+    not RUNNER.is_file(), reason="no static aarch64 ew_llama: `make android-arm64` "
     "(android/build.sh --abi arm64-v8a --toolchain zig --out android/build/arm64-v8a-static)")
 
 EM_AARCH64 = 183
@@ -67,7 +66,7 @@ def elf_header(path: Path) -> dict:
 
 @needs_arm64_runner
 def test_static_runner_is_aarch64_and_needs_no_loader() -> None:
-    for binary in (RUNNER, ARM64_BIN / "llama-bench"):
+    for binary in (RUNNER, ARM64_BIN / "llama-completion", ARM64_BIN / "llama-bench"):
         elf = elf_header(binary)
         assert elf["class"] == 64 and elf["little_endian"], elf
         assert elf["e_machine"] == EM_AARCH64, f"{binary.name}: e_machine {elf['e_machine']}, not aarch64"
@@ -95,11 +94,16 @@ def test_arm64_phone_says_aarch64_and_runs_the_static_runner(arm64_phone: FakeAd
         assert facts["abi"] == "arm64-v8a" and facts["cpu_cores"] == 8
         assert t.shell("uname -m").out == "aarch64\n" and t.shell("arch").out == "aarch64\n"
         assert "CPU architecture: 8" in t.shell("cat /proc/cpuinfo").out
-        t.push(RUNNER, "/data/local/tmp/llama-completion")
+        stock = ARM64_BIN / "llama-completion"
+        t.push(stock, "/data/local/tmp/llama-completion")
         t.shell("chmod 755 /data/local/tmp/llama-completion")
         version = t.shell("/data/local/tmp/llama-completion --version 2>&1")  # aarch64 code, via qemu
         assert version.rc == 0 and "version:" in version.out, version.out
         assert "for Linux aarch64" in version.out, version.out  # llama.cpp's build target
+        t.push(RUNNER, "/data/local/tmp/ew_llama")
+        t.shell("chmod 755 /data/local/tmp/ew_llama")
+        ours = t.shell("/data/local/tmp/ew_llama --version 2>&1")
+        assert ours.rc == 0 and "NEON = 1" in ours.out, ours.out  # ggml's aarch64 CPU features
     finally:
         t.close()
 
@@ -107,14 +111,14 @@ def test_arm64_phone_says_aarch64_and_runs_the_static_runner(arm64_phone: FakeAd
 @pytest.mark.model
 @needs_arm64_runner
 @pytest.mark.skipif(_model() is None, reason="the default GGUF is not downloaded (make bench once)")
-@pytest.mark.skipif(not (HOST_BIN / "llama-completion").is_file(),
-                    reason="no host llama.cpp tools for the x86-64 loopback phone: `make android-host`")
+@pytest.mark.skipif(not (HOST_BIN / "ew_llama").is_file(),
+                    reason="no host ew_llama for the x86-64 loopback phone: `make android-host`")
 def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd, key: Path, tmp_path: Path) -> None:
     """User 0 of a one-session sample, strategy `incremental` (multiple-choice answers under a
     grammar, greedy), three ways: on the arm64 loopback phone with the static aarch64 runner
-    (qemu), on the x86-64 loopback phone with the host-built llama-completion, and with
-    --device host (llama-cpp-python).  The two phones run the same program on the same files
-    (android/run_llamacpp.sh, prefix through --prompt-cache, the same GBNF), so only the CPU
+    (qemu), on the x86-64 loopback phone with the host-built ew_llama, and with --device host
+    (llama-cpp-python).  The two phones run the same program on the same files
+    (android/run_ew_llama.sh, one process, the same GBNF), so only the CPU
     differs, and with it the order in which the matrix kernels (NEON on arm64, AVX2 here) add
     up: logits equal to a few thousandths.  Answers must be equal, except where the model is
     tied between two choices: measured (CI, session 4), question 2 of this case (the TV
@@ -128,7 +132,7 @@ def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd,
     (llama-cpp-python's KV cache reuse, other batch splits), and breaks ties its own way.
 
     One session is the smallest case (one user, two shared prefixes, about 10 questions);
-    qemu takes minutes on it (about 20 s per llama-completion run), the host seconds."""
+    qemu takes a minute or two on it (one ew_llama process), the host seconds."""
     pytest.importorskip("llama_cpp", reason="make install-llamacpp")
     common = ["--strategy", "incremental", "--users", "0", "--threads", "2", "--context", "2048",
               "--sample-users", "1", "--sample-sessions", "1"]
@@ -136,7 +140,7 @@ def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd,
     assert _run(arm64_phone, key, arm, *common, "--runner-bin", str(ARM64_BIN)) == 0
     with FakeAdbd(root=tmp_path / "x86phone") as x86_phone:
         _trust(x86_phone, key)
-        x86_phone_tests.install_host_runtime_libs(x86_phone, HOST_BIN / "llama-completion")
+        x86_phone_tests.install_host_runtime_libs(x86_phone, HOST_BIN / "ew_llama")
         assert _run(x86_phone, key, x86, *common, "--runner-bin", str(HOST_BIN)) == 0
     assert main(["--device", "host", "--data", "sample", "--out", str(host), "--no-progress", *common]) == 0
     [on_arm], [on_x86], [on_host] = _rows(arm), _rows(x86), _rows(host)
@@ -150,7 +154,7 @@ def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd,
     users = load_folder(arm / "sample-data")
     plan = get_strategy("incremental").plan(users[0], len(users[0].routines), Budget(2048), GenerationSettings())
     assert plan.prompt_sha256 == on_arm["prompt_sha256"]  # the requests the phones answered
-    ties = _Ties(_model())
+    ties = Ties(_model())
     differ_host = ties.check(plan, answers["arm64"], answers["host"])
     print(f"\narm64 case under qemu emulation (not a phone's time): {on_arm['wall_s']:.1f} s; x86-64 loopback "
           f"phone: {on_x86['wall_s']:.1f} s; --device host: {on_host['wall_s']:.1f} s; "
@@ -161,44 +165,3 @@ def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd,
     assert len(differ_x86) <= 2, f"arm64: {answers['arm64']}\nx86-64: {answers['x86']}"
     if not differ_x86:
         assert on_arm["routines"] == on_x86["routines"] and on_arm["score"] == on_x86["score"]
-
-
-# Two choices whose logits are this close are a tie that rounding may break either way: the
-# phones' kernels differ by thousandths (0.003 measured), the host's other batch splits by more
-# (a 0.12 tie once broken the other way, session 3); a wrong build by whole units.
-TIE_LOGITS = 0.25
-
-
-class _Ties:
-    """The host model's logits where two answers to the same question part (llama-cpp-python)."""
-
-    def __init__(self, model: Path | None) -> None:
-        import llama_cpp
-
-        self.llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=2, logits_all=True, verbose=False)
-
-    def gap(self, prompt: str, a: str, b: str) -> float:
-        common = os.path.commonprefix([a, b])
-        llm = self.llm
-        tokens = llm.tokenize((prompt + common).encode(), add_bos=True, special=False)
-        llm.reset()
-        llm.eval(tokens)
-        logits = llm.scores[llm.n_tokens - 1]
-        first_a, first_b = (llm.tokenize(rest[len(common):].encode(), add_bos=False, special=False)[0]
-                            for rest in (a, b))
-        return abs(float(logits[first_a]) - float(logits[first_b]))
-
-    def check(self, plan: Any, ours: list[str], theirs: list[str]) -> list[tuple[str, str, float]]:
-        """The answers that differ, each with the host's logit gap; fails on one that is no tie."""
-        assert len(ours) == len(theirs) == len(plan.requests), (ours, theirs)
-        differ = []
-        for request, a, b in zip(plan.requests, ours, theirs):
-            if a == b:
-                continue
-            assert a.rsplit("\t", 1)[0] == b.rsplit("\t", 1)[0], (a, b)  # the same question
-            by_text = {c.strip(): c for c in request.choices}
-            choice_a, choice_b = by_text[a.rsplit("\t", 1)[1]], by_text[b.rsplit("\t", 1)[1]]
-            gap = self.gap(request.prompt, choice_a, choice_b)
-            differ.append((a, b, round(gap, 4)))
-            assert gap <= TIE_LOGITS, f"{a!r} and {b!r} differ where the model is not tied (logit gap {gap:.3f})"
-        return differ

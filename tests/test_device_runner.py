@@ -1,9 +1,9 @@
 """`python -m device_runner --device 127.0.0.1:PORT`: phones over ADB, against tests/fakeadbd.
 
-The fake phone runs this machine's llama.cpp tools (android/build.sh --abi host, `make
-android-host`) with their shared libraries copied into its chroot, so the on-device side
-(android/run_llamacpp.sh) really runs the default GGUF.  Tests that need those binaries skip
-with the command that builds them.
+The fake phone runs this machine's build of our llama.cpp runner, ew_llama (android/build.sh --abi
+host, `make android-host`), with its shared libraries copied into its chroot, so the on-device side
+(android/run_ew_llama.sh) really runs the default GGUF.  Tests that need the binary skip with the
+command that builds it.  tests/test_ew_llama.py checks that runner's answers against the host's.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from device_runner.phone import Phone, PhoneOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_BIN = ROOT / "android" / "build" / "host" / "bin"
-needs_runner = pytest.mark.skipif(not (HOST_BIN / "llama-completion").is_file(),
-                                  reason="no host llama.cpp tools: `make android-host` (android/build.sh --abi host)")
+needs_runner = pytest.mark.skipif(not (HOST_BIN / "ew_llama").is_file(),
+                                  reason="no host ew_llama: `make android-host` (android/build.sh --abi host)")
 
 
 def _model() -> Path | None:
@@ -293,11 +293,11 @@ def test_wrong_serial_and_missing_artifact_are_sentences(phone: FakeAdbd, key: P
 @pytest.fixture(scope="module")
 def model_phone(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Iterator[FakeAdbd]:
     """One phone for the model tests (the 250 MB GGUF is pushed once and then skipped by sha)."""
-    if not (HOST_BIN / "llama-completion").is_file() or _model() is None:
+    if not (HOST_BIN / "ew_llama").is_file() or _model() is None:
         pytest.skip("needs `make android-host` and the default GGUF")
     with FakeAdbd(root=tmp_path_factory.mktemp("modelphone") / "device") as dev:
         _trust(dev, key)
-        install_host_runtime_libs(dev, HOST_BIN / "llama-completion")
+        install_host_runtime_libs(dev, HOST_BIN / "ew_llama")
         yield dev
 
 
@@ -306,9 +306,7 @@ def model_phone(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Iterator
 def test_model_case_end_to_end_scored_with_thermal_gate(model_phone: FakeAdbd, key: Path, tmp_path: Path) -> None:
     """rules + hybrid on one user with 3 sessions: pushed, run on the 'phone', pulled, scored.
     The phone starts hot; a timer cools it and the case waits for that.  (hybrid: the phone's
-    plumbing with few questions and one shared prefix; llama-completion runs one process per
-    request, so the model-first incremental's questions take minutes on the loopback phone, and
-    tests/test_arm64.py runs one session of it.)"""
+    plumbing with few questions; tests/test_ew_llama.py runs incremental and single-pass.)"""
     model_phone.set_battery(temperature_c=45.0)
 
     def cool_when_the_case_waits() -> None:  # once the gate (after the model push) has seen it hot
@@ -339,8 +337,9 @@ def test_model_case_end_to_end_scored_with_thermal_gate(model_phone: FakeAdbd, k
     assert t["prefill_tps"] > 0  # every request evaluates its question after the shared prefix
     assert t["decode_tps"] is None or t["decode_tps"] > 0  # None when every answer was one token
     assert t["load_ms"] > 0 and t["ttft_ms"] > 0 and 150 < t["peak_rss_mb"] < 1000
-    # the shared prefix was evaluated once (charged to the first request), then read from --prompt-cache
-    assert t["prompt_tokens_evaluated"] <= t["prompt_tokens"] + t["requests"]
+    # the shared prefix was evaluated once, then kept in ew_llama's KV cache for the next questions
+    assert t["prompt_tokens_evaluated"] < t["prompt_tokens"]
+    assert inc["runtime_details"]["decoding"] == "gbnf" and inc["runtime_details"]["grammar_fast_path"]
     assert inc["parse_errors"] == []  # every answer was one of the choices (grammar on the phone)
     # the row's score is the scorer's on the row's own truth and routines
     from eval.score import score
@@ -354,7 +353,7 @@ def test_model_case_end_to_end_scored_with_thermal_gate(model_phone: FakeAdbd, k
 @needs_model
 def test_drop_mid_run_resumes_without_lost_or_doubled_rows(model_phone: FakeAdbd, key: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    model_phone.drop_when_shell_starts("run_llamacpp.sh")
+    model_phone.drop_when_shell_starts("run_ew_llama.sh")
     assert _run(model_phone, key, out, "--strategy", "hybrid", "--users", "0-1", "--threads", "2",
                 "--context", "2048") == 0
     rows = _rows(out)
@@ -366,20 +365,30 @@ def test_drop_mid_run_resumes_without_lost_or_doubled_rows(model_phone: FakeAdbd
     assert len(_rows(out)) == 2
 
 
-# ---- runs with a stand-in llama-completion (fast: plumbing, not the model) ---------------------
+# ---- runs with a stand-in ew_llama (fast: plumbing, not the model) ------------------------------
 
+# Prints ew_llama's records for every request of the case (ID " none", made-up numbers).  With
+# /data/local/tmp/stub-crash present, its second invocation dies by SIGSEGV in its second request.
 STUB = r"""#!/bin/sh
-cache=; ro=
+case_dir=
 while [ $# -gt 0 ]; do
-  case "$1" in --prompt-cache) cache=$2; shift ;; --prompt-cache-ro) ro=1 ;; esac; shift
+  case "$1" in --case) case_dir=$2; shift ;; esac; shift
 done
-if [ -n "$cache" ] && [ -z "$ro" ]; then echo state > "$cache"; fi
 echo x >> /data/local/tmp/stub-calls
-sleep 0.2
-printf ' none [end of text]\n\n\n'
-echo "common_perf_print:        load time =     10.00 ms" >&2
-echo "common_perf_print: prompt eval time =      5.00 ms /    10 tokens (0.5 ms per token, 2000 tokens per second)" >&2
-echo "common_perf_print:        eval time =      4.00 ms /     1 runs   (4 ms per token, 250 tokens per second)" >&2
+calls=$(wc -l < /data/local/tmp/stub-calls)
+n=0
+while IFS="$(printf '\t')" read -r id rest; do
+  [ -n "$id" ] || continue
+  n=$((n + 1))
+  echo "EW_NEXT request $id"
+  if [ -e /data/local/tmp/stub-crash ] && [ "$calls" -eq 2 ] && [ "$n" -eq 2 ]; then
+    echo "ggml: something went wrong" >&2; kill -SEGV $$
+  fi
+  sleep 0.05
+  echo "EW_BEGIN request $id"
+  echo "EW_STAT prompt_tokens=12 reused_tokens=2 evaluated_tokens=10 generated_tokens=1 load_ms=10 prefill_ms=5 ttft_ms=6 decode_ms=0 sampling_ms=0.5 total_ms=9 full_grammar_passes=0 finish=stop"
+  printf 'EW_RC 0\nEW_RSS_KB 204800\nEW_WALL_MS 9\nEW_TEXT IG5vbmU=\nEW_END request %s\n' "$id"
+done < "$case_dir/requests.tsv"
 """
 
 
@@ -387,8 +396,8 @@ echo "common_perf_print:        eval time =      4.00 ms /     1 runs   (4 ms pe
 def stub_bin(tmp_path: Path) -> Path:
     folder = tmp_path / "stubbin"
     folder.mkdir()
-    (folder / "llama-completion").write_text(STUB)
-    (folder / "llama-completion").chmod(0o755)
+    (folder / "ew_llama").write_text(STUB)
+    (folder / "ew_llama").chmod(0o755)
     return folder
 
 
@@ -399,12 +408,12 @@ def test_one_phone_lost_for_good_stops_alone_and_repetitions_are_recorded(tmp_pa
     with FakeAdbd(root=tmp_path / "a") as a, FakeAdbd(root=tmp_path / "b") as b:
         _trust(a, key)
         _trust(b, key)
-        b.drop_when_shell_starts("run_llamacpp.sh")
+        b.drop_when_shell_starts("run_ew_llama.sh")
         b_serial = b.serial
 
         def unplug_b() -> None:  # B's link drops at its first case and never comes back
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any("run_llamacpp.sh" in s for s in list(b.services_opened)):
+            while time.monotonic() < deadline and not any("run_ew_llama.sh" in s for s in list(b.services_opened)):
                 time.sleep(0.02)
             b.stop()
         threading.Thread(target=unplug_b, daemon=True).start()
@@ -418,10 +427,10 @@ def test_one_phone_lost_for_good_stops_alone_and_repetitions_are_recorded(tmp_pa
         assert f"{b_serial}: lost the connection and could not reconnect" in err and "--resume" in err
         rows = _rows(out)
         assert sorted((r["device"]["name"], r["user"]) for r in rows) == [(a.serial, 0), (a.serial, 1)]
-        questions = sum(r["prompt_notes"]["questions"] for r in rows)
         calls = a.host_path("/data/local/tmp/stub-calls").read_text().count("x")
-        prefixes = sum(1 for r in rows if r["prompt_notes"]["questions"])
-        assert calls == 3 * (questions + prefixes)  # 1 warm-up + 2 measured runs, prefix once per run
+        cases = sum(1 for r in rows if r["prompt_notes"]["questions"])
+        assert calls == 3 * cases  # one ew_llama process per case and run: 1 warm-up + 2 measured
+        assert all(line.endswith("\tnone") for r in rows for line in r["output"].splitlines())
         m = rows[0]["measurement"]
         assert m["warmup"] == 1 and m["repeat"] == 2 and m["affinity"] == "f"
         assert rows[0]["runtime_details"]["repeat"] == 2
@@ -432,7 +441,7 @@ def test_one_phone_lost_for_good_stops_alone_and_repetitions_are_recorded(tmp_pa
 @needs_model
 def test_single_pass_on_the_phone_with_repetitions(model_phone: FakeAdbd, key: Path, tmp_path: Path) -> None:
     """The paper's protocol on the 'phone': JSON-schema grammar on the device, parsed and scored
-    (minutes on 2 cores: llama.cpp's grammar sampler filters the whole 262k vocabulary)."""
+    (hundreds of generated tokens, twice: a minute or more on 2 cores)."""
     out = tmp_path / "out"
     assert _run(model_phone, key, out, "--strategy", "single-pass", "--users", "0", "--threads", "2",
                 "--context", "4096", "--repeat", "2") == 0
