@@ -158,6 +158,15 @@ install-onnxruntime: $(VENV)/.onnxruntime
 
 .PHONY: install-onnxruntime
 
+# Size, peak RSS (the export's process tree) and time of each export, a Markdown table from the
+# manifests under artifacts/ (export/report.py; runs no export).  The 4B row needs a random-weight
+# checkpoint: `.venv/bin/python -m export random-checkpoint --model gemma-3-4b --out DIR`, then
+# `make export MODEL=gemma-3-4b SOURCE=DIR FORMAT=...`.
+EXPORT_BENCH_MODELS ?= gemma-3-270m,gemma-3-4b
+bench-export: $(VENV)/.core
+	$(PY) -m export.report --models $(EXPORT_BENCH_MODELS) --out results/bench-export.md
+
+.PHONY: bench-export
 # --- end export (issue 4) ---
 
 # --- device runner (issue 5) ---------------------------------------------------------------

@@ -219,13 +219,49 @@ def worker_env(extra_paths: list[Path] | None = None) -> dict[str, str]:
     return env
 
 
+def _stop_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM the worker's process group (its leader may be gone already), SIGKILL what is left."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            if process.poll() is None:
+                try:
+                    process.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.2)
+        else:
+            continue  # still there after the grace period: SIGKILL
+        break
+    if process.poll() is None:
+        process.wait()
+
+
 def run_in_env(fmt: str, args: list[str], *, extra_paths: list[Path] | None = None,
                what: str = "the export") -> None:
     """Run `python ARGS` in `fmt`'s env, its output passed through; a non-zero exit raises."""
     python = ensure_env(fmt)
-    result = subprocess.run([str(python), *args], env=worker_env(extra_paths), cwd=ROOT)
-    if result.returncode != 0:
+    # A process group of its own: an interrupted or failed export stops the worker and every tool it
+    # started (a converter, optimum-cli, a builder left running would hold its memory).  Ctrl-C
+    # reaches the driver, which stops the group.
+    process = subprocess.Popen([str(python), *args], env=worker_env(extra_paths), cwd=ROOT, start_new_session=True)
+    try:
+        returncode = process.wait()
+    finally:  # normally a no-op; interrupted (Ctrl-C, SIGTERM) or failed: nothing of the worker outlives it
+        _stop_group(process)
+    if returncode != 0:
         raise HarnessError(
-            f"{what} failed in the {fmt} toolchain (exit {result.returncode}); its output is above. "
+            f"{what} failed in the {fmt} toolchain (exit {returncode}); its output is above. "
             f"Fix the cause and run it again (the toolchain env is {python.parent.parent})."
         )

@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .parity import EXACT_REL_TOL, Reference, check, summary
+    from .parity import EXACT_REL_TOL, check, source_dtype, stored_reference, summary
 
     out = Path(args.out)
     from importlib.metadata import version
@@ -225,14 +225,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
              "torchao": version("torchao")}
     del executorch
-    with tempfile.TemporaryDirectory(prefix="et-", dir=out.parent) as scratch_name:
+    # Named after the staging folder: the driver removes it with the staging folder if this worker dies.
+    with tempfile.TemporaryDirectory(prefix=f"{out.name}.scratch-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
         started = time.monotonic()
-        print("[executorch] loading the source model in transformers for the parity reference", flush=True)
-        reference = Reference(Path(args.source), max_tokens=int(args.max_seq_len))
+        print("[executorch] parity reference: the source in transformers (its own dtype) in a separate process",
+              flush=True)
+        reference = stored_reference(Path(args.source), scratch, max_tokens=int(args.max_seq_len))
         cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "executorch", "--model", str(args.source),
                "--task", "text-generation", "--recipe", "xnnpack", "--use_custom_sdpa", "--use_custom_kv_cache",
                "--max_seq_len", str(args.max_seq_len), "--output_dir", str(scratch / "pte")]
+        dtype = source_dtype(Path(args.source))
+        if dtype != "float32":  # optimum loads in float32 by default: twice a bf16 checkpoint's size
+            cmd += ["--dtype", dtype]
         if args.qlinear != "fp32":
             cmd += ["--qlinear", args.qlinear]
         if args.qembedding != "none":
@@ -256,7 +261,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("[executorch] parity through the ExecuTorch runtime", flush=True)
         candidate = PteCandidate(out / "model.pte", int(args.max_seq_len))
         exact = args.qlinear == "fp32" and args.qembedding == "none"
-        parity = check(reference, candidate, exact=exact, rel_tol=EXACT_REL_TOL["f32"], min_top1=float(args.min_top1))
+        rel_tol = max(EXACT_REL_TOL["f32"], EXACT_REL_TOL.get({"bfloat16": "bf16", "float16": "f16"}.get(
+            reference.dtype, "f32"), 0.0))  # a bf16 source is the reference in bf16
+        parity = check(reference, candidate, exact=exact, rel_tol=rel_tol, min_top1=float(args.min_top1))
         print(f"[executorch] {args.qlinear}: {summary(parity)}", flush=True)
         seconds = time.monotonic() - started
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -1,14 +1,20 @@
 """GGUF (llama.cpp): llama.cpp's own converter, llama-cpp-python's quantizer, parity through llama.cpp.
 
 Steps (the worker runs them in the gguf toolchain env, export/requirements/gguf.txt):
+  0. the parity reference: transformers runs the source in its own dtype (float32 for the tiny
+     and dequantized checkpoints, bf16 for a bf16 one) in a child process (export.parity),
+     which writes logits and greedy tokens to a file and exits, so its memory is free before
+     llama.cpp loads anything;
   1. convert_hf_to_gguf.py (from the llama.cpp source the pinned llama-cpp-python vendors, or
-     $LLAMACPP_SRC) writes a float32 GGUF into a scratch folder;
-  2. parity of that float32 GGUF with transformers: logits within tolerance and 16 greedy
+     $LLAMACPP_SRC; lazy: tensor by tensor) writes a float GGUF in the source's dtype (F32 or
+     BF16, never an fp32 copy of a bf16 checkpoint) into a scratch folder inside the staging folder;
+  2. parity of that float GGUF with transformers: logits within tolerance and 16 greedy
      tokens identical (checks the conversion itself);
   3. llama_model_quantize (Q4_0, Q4_K_M, Q8_0, ...) writes the artifact; a failed call
-     leaves a partial file, which is removed;
-  4. parity of the quantized GGUF: top-1 agreement with the float model.
+     leaves a partial file, which is removed; the scratch GGUF is deleted;
+  4. parity of the quantized GGUF: top-1 agreement with the source model.
 A float variant (F32, F16, BF16) is converted straight into the artifact and checked exactly.
+A checkpoint over 2 GB on disk gets the two short parity prompts only (parity.SHORT_ABOVE_BYTES).
 
     python -m export.gguf --source DIR --out DIR --quantization Q4_K_M --result FILE --llama-cpp SRC
 """
@@ -58,7 +64,8 @@ class GgufExporter:
         if quant in FLOAT_TYPES:
             steps.append(f"-> {quant} GGUF; parity: logits and 16 greedy tokens vs transformers")
         else:
-            steps += ["-> F32 GGUF (scratch); parity: logits and 16 greedy tokens vs transformers",
+            steps += ["-> float GGUF in the source's dtype (scratch); parity: logits and 16 greedy tokens vs "
+                      "transformers (in a separate process, the source's dtype)",
                       f"llama_model_quantize -> {quant}; parity: {describe_min_top1(options, quant)}"]
         return steps
 
@@ -152,15 +159,19 @@ def _peak_rss_mb() -> float:
     return max(own, children) / 1024.0
 
 
+OUTTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import llama_cpp
     import torch
     import transformers
 
-    from .parity import EXACT_REL_TOL, Reference, check, summary
+    from .parity import EXACT_REL_TOL, SHORT_ABOVE_BYTES, checkpoint_bytes, check, source_dtype, stored_reference, summary
 
     quant = args.quantization
     out = Path(args.out)
+    source = Path(args.source)
     src = Path(args.llama_cpp)
     stem = f"{args.name}-{quant.lower()}"
     tools = {"llama-cpp-python": llama_cpp.__version__, "transformers": transformers.__version__,
@@ -173,34 +184,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del gguf
     except Exception:
         pass
-    with tempfile.TemporaryDirectory(prefix="gguf-", dir=out.parent) as scratch_name:
+    dtype = source_dtype(source)
+    lean = checkpoint_bytes(source) > SHORT_ABOVE_BYTES
+    # Inside the staging folder: a killed worker leaves it for the driver to remove with the rest.
+    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch_name:
         scratch = Path(scratch_name)
         started = time.monotonic()
-        print("[gguf] loading the source model in transformers for the parity reference", flush=True)
-        reference = Reference(Path(args.source))
+        print(f"[gguf] parity reference: the source in transformers ({dtype}) in a separate process", flush=True)
+        reference = stored_reference(source, scratch)
         n_ctx = max(len(p.ids) for p in reference.prompts) + 32
         parity: dict[str, Any] = {}
         if quant in FLOAT_TYPES:
             artifact = out / f"{stem}.gguf"
             print(f"[gguf] converting to {quant}", flush=True)
-            convert(src, Path(args.source), artifact, FLOAT_TYPES[quant], scratch / "convert.log")
+            convert(src, source, artifact, FLOAT_TYPES[quant], scratch / "convert.log")
             candidate = LlamaCppCandidate(artifact, n_ctx)
-            result = check(reference, candidate, exact=True, rel_tol=EXACT_REL_TOL[FLOAT_TYPES[quant]])
+            rel_tol = max(EXACT_REL_TOL[FLOAT_TYPES[quant]], EXACT_REL_TOL[OUTTYPES[dtype]])
+            result = check(reference, candidate, exact=True, rel_tol=rel_tol)
             candidate.close()
             print(f"[gguf] {quant}: {summary(result)}", flush=True)
             parity = result
             quantization = {"type": quant, "method": "none (float)"}
         else:
-            f32 = scratch / f"{args.name}-f32.gguf"
-            print("[gguf] converting to F32 (scratch)", flush=True)
-            convert(src, Path(args.source), f32, "f32", scratch / "convert.log")
-            candidate = LlamaCppCandidate(f32, n_ctx)
-            exact = check(reference, candidate, exact=True, rel_tol=EXACT_REL_TOL["f32"])
+            # The float GGUF in the source's own dtype (bf16 for a bf16 checkpoint: never an fp32
+            # copy of it), converted lazily tensor by tensor by llama.cpp's converter.
+            outtype = OUTTYPES[dtype]
+            floating = scratch / f"{args.name}-{outtype}.gguf"
+            print(f"[gguf] converting to {outtype.upper()} (scratch)", flush=True)
+            convert(src, source, floating, outtype, scratch / "convert.log")
+            candidate = LlamaCppCandidate(floating, n_ctx)
+            exact = check(reference, candidate, exact=True, rel_tol=EXACT_REL_TOL[outtype])
             candidate.close()
-            print(f"[gguf] F32: {summary(exact)}", flush=True)
+            del candidate
+            print(f"[gguf] {outtype.upper()}: {summary(exact)}", flush=True)
             artifact = out / f"{stem}.gguf"
             print(f"[gguf] quantizing to {quant}", flush=True)
-            quantize(f32, artifact, quant)
+            quantize(floating, artifact, quant)
+            floating.unlink()  # the scratch copy's disk back before parity loads the artifact
             candidate = LlamaCppCandidate(artifact, n_ctx)
             quantized = check(reference, candidate, exact=False, min_top1=float(args.min_top1))
             candidate.close()
@@ -208,11 +228,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             parity = {**{k: v for k, v in quantized.items() if k != "prompts"},
                       "passed": bool(exact["passed"] and quantized["passed"]),
                       "float": exact, "quantized": quantized}
-            quantization = {"type": quant, "method": "llama_model_quantize (no imatrix)", "from": "F32 GGUF"}
+            quantization = {"type": quant, "method": "llama_model_quantize (no imatrix)",
+                            "from": f"{outtype.upper()} GGUF"}
         seconds = time.monotonic() - started
     return {"tools": tools, "parity": parity, "quantization": quantization, "peak_rss_mb": _peak_rss_mb(),
             "worker_seconds": seconds, "details": {"kv_cache_for_parity": "f32, full-size SWA",
-                                                   "parity_threads": _threads()}}
+                                                   "parity_threads": _threads(), "reference_dtype": dtype,
+                                                   "parity_prompts": "short two (lean: checkpoint > 2 GB)"
+                                                   if lean else "all three"}}
 
 
 def main(argv: list[str] | None = None) -> int:

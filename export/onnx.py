@@ -123,6 +123,22 @@ class GenaiCandidate:
         return self._encode(self.tokenizer, self.folder, text)
 
 
+# onnxruntime-genai's builder calls AutoModelForCausalLM.from_pretrained without a dtype, which
+# transformers loads in float32: a bf16 checkpoint would take twice its size in memory.  This runs
+# the builder with the checkpoint's own dtype ("auto"); it casts each weight as it writes it.
+_BUILDER_IN_SOURCE_DTYPE = """
+import runpy, sys
+import transformers
+_load = transformers.AutoModelForCausalLM.from_pretrained
+def _in_source_dtype(*args, **kwargs):
+    kwargs.setdefault("dtype", "auto")
+    return _load(*args, **kwargs)
+transformers.AutoModelForCausalLM.from_pretrained = _in_source_dtype
+sys.argv = ["onnxruntime_genai.models.builder", *sys.argv[1:]]
+runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+"""
+
+
 def _run(cmd: list[str], log: Path, what: str) -> str:
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
@@ -192,21 +208,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .parity import EXACT_REL_TOL, Reference, check, summary
+    from .parity import EXACT_REL_TOL, check, source_dtype, stored_reference, summary
 
     out = Path(args.out)
     tools = {"onnxruntime-genai": og.__version__, "onnxruntime": onnxruntime.__version__,
              "onnx": onnx.__version__, "transformers": transformers.__version__,
              "torch": torch.__version__.split("+")[0]}
-    with tempfile.TemporaryDirectory(prefix="onnx-", dir=out.parent) as scratch_name:
+    # Named after the staging folder: the driver removes it with the staging folder if this worker dies.
+    with tempfile.TemporaryDirectory(prefix=f"{out.name}.scratch-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
         log = scratch / "onnx.log"
         started = time.monotonic()
-        print("[onnx] loading the source model in transformers for the parity reference", flush=True)
-        reference = Reference(Path(args.source))
+        print("[onnx] parity reference: the source in transformers (its own dtype) in a separate process", flush=True)
+        reference = stored_reference(Path(args.source), scratch)
         print(f"[onnx] building {args.precision} with onnxruntime-genai's model builder", flush=True)
-        _run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(args.source), "-o", str(out),
-              "-p", args.precision, "-e", "cpu", "-c", str(scratch / "cache")], log, "the onnxruntime-genai builder")
+        builder = ["-i", str(args.source), "-o", str(out), "-p", args.precision, "-e", "cpu", "-c", str(scratch / "cache")]
+        load_dtype = source_dtype(Path(args.source))
+        if load_dtype == "float32":
+            _run([sys.executable, "-m", "onnxruntime_genai.models.builder", *builder], log,
+                 "the onnxruntime-genai builder")
+        else:  # the builder would load a bf16 checkpoint in float32 (twice its size): load it as it is
+            _run([sys.executable, "-c", _BUILDER_IN_SOURCE_DTYPE, *builder], log, "the onnxruntime-genai builder")
         set_provider(out, args.ep)
         print("[onnx] converting to ORT format (mobile/) and checking mobile usability", flush=True)
         ort_files = convert_to_ort(out, scratch, log)
@@ -219,7 +241,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             set_provider(run_dir, "cpu")
         candidate = GenaiCandidate(run_dir)
         exact = args.precision == "fp32"
-        parity = check(reference, candidate, exact=exact, rel_tol=EXACT_REL_TOL["f32"],
+        # A bf16 source is the reference in bf16: its own rounding sets the tolerance.
+        rel_tol = max(EXACT_REL_TOL["f32"], EXACT_REL_TOL.get({"bfloat16": "bf16", "float16": "f16"}.get(
+            reference.dtype, "f32"), 0.0))
+        parity = check(reference, candidate, exact=exact, rel_tol=rel_tol,
                        min_top1=float(args.min_top1))
         print(f"[onnx] {args.precision}: {summary(parity)}", flush=True)
         del candidate

@@ -1,7 +1,10 @@
 """Parity of an exported artifact with its source model (DESIGN.md, rule 6).
 
 Runs inside a toolchain env (needs torch + transformers).  The reference is the transformers
-model in float32; the candidate is the artifact run by its engine.  Both get the same token
+model, in float32 (`Reference`) or, through `stored_reference` (GGUF, ONNX, ExecuTorch), in the source's own
+dtype in a child process whose logits are kept in a file (`StoredReference`): a bf16 4B source
+is never held in float32 and is gone before the engine loads the artifact; a checkpoint over 2 GB
+gets the two short prompts only.  The candidate is the artifact run by its engine.  Both get the same token
 ids (from the checkpoint's tokenizer); whether the engine's own tokenizer agrees is measured
 too.  Prompts: a short one, a smart-home sentence, and one longer than the sliding window
 (Gemma 3), so the engine's hybrid cache is exercised.
@@ -53,30 +56,47 @@ class Prompt:
 
 
 class Reference:
-    """The source checkpoint in transformers, float32, with its logits and greedy tokens cached."""
+    """The source checkpoint in transformers (float32 unless `dtype` says otherwise), with its
+    logits and greedy tokens cached.  `short`: only the two short prompts (a multi-GB model: the
+    long prompt's logits alone are positions x vocabulary floats, and its forward pass minutes)."""
 
-    def __init__(self, checkpoint: Path, max_tokens: int = 1024) -> None:
+    def __init__(self, checkpoint: Path, max_tokens: int = 1024, dtype: str = "float32", short: bool = False) -> None:
         import torch
         import transformers as tf
 
         torch.manual_seed(0)
         self.torch = torch
+        self.dtype = dtype
         self.tokenizer = tf.AutoTokenizer.from_pretrained(checkpoint)
-        self.model = tf.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.model = tf.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).eval()
         config = self.model.config
         self.window = int(getattr(config, "sliding_window", None) or 0)
         limit = min(int(getattr(config, "max_position_embeddings", 2048)), max_tokens) - GREEDY_TOKENS - 8
         texts = [("short", PROMPTS[0]), ("sentence", PROMPTS[1])]
-        long_len = min(max(64, self.window + 32), limit)
-        long_text = _LONG
-        while len(self._encode(long_text)) < long_len:
-            long_text += _LONG
-        ids = self._encode(long_text)[:long_len]
         self.prompts = [Prompt(name, text, self._encode(text)) for name, text in texts]
-        self.prompts.append(Prompt(f"long ({long_len} tokens, window {self.window})", self.tokenizer.decode(
-            ids, skip_special_tokens=True), ids))
+        if not short:
+            long_len = min(max(64, self.window + 32), limit)
+            long_text = _LONG
+            while len(self._encode(long_text)) < long_len:
+                long_text += _LONG
+            ids = self._encode(long_text)[:long_len]
+            self.prompts.append(Prompt(f"long ({long_len} tokens, window {self.window})", self.tokenizer.decode(
+                ids, skip_special_tokens=True), ids))
         self._logits: dict[int, Any] = {}
         self._greedy: dict[int, list[int]] = {}
+
+    def save(self, path: Path) -> None:
+        """Every prompt's logits (float32) and greedy tokens into one .npz, for StoredReference."""
+        import json
+
+        import numpy as np
+
+        arrays = {f"logits_{i}": self.logits(i) for i in range(len(self.prompts))}
+        meta = {"window": self.window, "dtype": self.dtype,
+                "prompts": [{"name": p.name, "text": p.text, "ids": p.ids, "greedy": self.greedy(i)}
+                            for i, p in enumerate(self.prompts)]}
+        with open(path, "wb") as handle:
+            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
@@ -102,6 +122,68 @@ class Reference:
                     out = self.model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
             self._greedy[i] = tokens
         return self._greedy[i]
+
+
+class StoredReference:
+    """A Reference saved by `python -m export.parity` in a process of its own: the source model's
+    memory is given back before the engine loads the artifact (a 4B model in transformers and in
+    llama.cpp at once does not fit a 24 GiB laptop)."""
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        import numpy as np
+
+        self._data = np.load(path)
+        meta = json.loads(bytes(self._data["meta"]).decode())
+        self.window = int(meta["window"])
+        self.dtype = meta["dtype"]
+        self.prompts = [Prompt(p["name"], p["text"], list(p["ids"])) for p in meta["prompts"]]
+        self._greedy = [list(p["greedy"]) for p in meta["prompts"]]
+
+    def logits(self, i: int) -> Any:
+        return self._data[f"logits_{i}"]
+
+    def greedy(self, i: int, n: int = GREEDY_TOKENS) -> list[int]:
+        return self._greedy[i][:n]
+
+
+# A checkpoint bigger than this on disk gets the two short prompts only (a 4B model's long-prompt
+# logits alone are ~1 GB, and its forward pass minutes on 2 cores).
+SHORT_ABOVE_BYTES = 2_000_000_000
+
+
+def checkpoint_bytes(folder: Path) -> int:
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(
+        p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def stored_reference(checkpoint: Path, scratch: Path, max_tokens: int | None = None) -> StoredReference:
+    """The source model's logits and greedy tokens, computed by transformers in its own dtype in a
+    child process (`python -m export.parity`) that exits before the caller goes on, so the source
+    model's memory is free before an engine loads the artifact."""
+    import subprocess
+    import sys
+
+    path = Path(scratch) / "reference.npz"
+    short = checkpoint_bytes(checkpoint) > SHORT_ABOVE_BYTES
+    cmd = [sys.executable, "-m", "export.parity", "--checkpoint", str(checkpoint), "--out", str(path),
+           "--dtype", source_dtype(checkpoint), *(["--short"] if short else []),
+           *(["--max-tokens", str(max_tokens)] if max_tokens else [])]
+    result = subprocess.run(cmd)
+    if result.returncode != 0 or not path.is_file():
+        raise SystemExit(f"computing the parity reference in transformers failed (exit {result.returncode})")
+    return StoredReference(path)
+
+
+def source_dtype(checkpoint: Path) -> str:
+    """The checkpoint's own dtype (config.json torch_dtype / dtype), float32 when it says none."""
+    import json
+
+    config = json.loads((Path(checkpoint) / "config.json").read_text())
+    dtype = config.get("torch_dtype") or config.get("dtype") or (config.get("text_config") or {}).get("torch_dtype")
+    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
 
 
 def check(reference: Reference, candidate: Candidate, *, exact: bool, rel_tol: float = EXACT_REL_TOL["f32"],
@@ -159,3 +241,30 @@ def summary(result: dict[str, Any]) -> str:
     return (f"parity {verdict} ({result['mode']}): top-1 agreement {result['top1_agreement']:.1%} over "
             f"{result['positions']} positions, max |dlogit| {result['max_abs_diff']:.3g} "
             f"(rel {result['rel_diff']:.2g}), greedy identical: {result['greedy_identical']}; {result['criterion']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m export.parity --checkpoint DIR --out FILE.npz [--dtype bfloat16] [--short]"""
+    import argparse
+    import resource
+    import time
+
+    parser = argparse.ArgumentParser(description="Reference logits of a checkpoint for the parity check")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--short", action="store_true")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    reference = Reference(args.checkpoint, max_tokens=args.max_tokens, dtype=args.dtype, short=args.short)
+    reference.save(args.out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"[parity] reference ({args.dtype}, {len(reference.prompts)} prompts, "
+          f"{sum(len(p.ids) for p in reference.prompts)} positions): {time.monotonic() - started:.0f} s, "
+          f"peak RSS {peak:.0f} MB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

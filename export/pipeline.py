@@ -26,7 +26,7 @@ from eval.errors import HarnessError, unknown_name
 from . import sources
 from .env import ROOT, env_dir, env_ready, requirements_file
 from .manifest import Manifest, file_entries, write_manifest
-from .catalogue import ARTIFACTS, Recipe, get_recipe
+from .catalogue import ARTIFACTS, Recipe, for_random_source, get_recipe
 
 # format -> "module:Class"; imported lazily (rule 1).
 EXPORTERS: dict[str, str] = {
@@ -36,6 +36,10 @@ EXPORTERS: dict[str, str] = {
     "mnn": "export.mnn:MnnExporter",
 }
 ALL = ("gguf", "onnx", "executorch", "mnn")
+# Disk an export needs, in units of the source checkpoint's size on disk (checked before it starts).
+# gguf: the float GGUF in the source's dtype (scratch, ~1x) and the artifact (<= 1x).  The other
+# tools' intermediates are not measured at size: 2x is an estimate.
+DISK_FACTOR = {"gguf": 2.0}
 
 
 class Exporter(Protocol):
@@ -166,20 +170,90 @@ def print_plan(plans: list[Plan], source: Path | None, out=None) -> None:
             print(f"    - {step}", file=out)
 
 
+# Memory an export was measured to need at least, in units of the source checkpoint's size on disk
+# (export/README.md, "At real size"): a bf16 4B checkpoint (7.8 GB) took the ONNX int4 builder past
+# 23.6 GB (3.0x, ended by the kernel's OOM killer with the whole machine in use: 3.1x is asked) and optimum-executorch past 20.2 GB (2.6x, stopped
+# by hand, still rising).  Both are lower bounds; an export whose bound exceeds the memory available
+# now is refused before any work, instead of taking the whole machine down.
+MEMORY_AT_LEAST = {"onnx": (3.1, "onnxruntime-genai's int4 pass holds the whole graph with fp32 weights; "
+                            "it was ended by the OOM killer at 3.0x with all of a 24 GiB machine in use"),
+                   "executorch": (2.6, "optimum-executorch's export, still rising when stopped")}
+MEMORY_CHECK_ENV = "EDGEWISE_EXPORT_MEMORY_CHECK"
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(fmt: str, model: str, source_bytes: int) -> None:
+    """A HarnessError sentence when `fmt` is known to need more memory than is available now."""
+    if fmt not in MEMORY_AT_LEAST or os.environ.get(MEMORY_CHECK_ENV) == "0":
+        return
+    factor, why = MEMORY_AT_LEAST[fmt]
+    needed, available = int(factor * source_bytes), available_memory()
+    if available is None or needed <= available:
+        return
+    raise HarnessError(
+        f"The {fmt} export of {model} needs at least {needed / 1e9:.1f} GB of memory ({factor}x the "
+        f"{source_bytes / 1e9:.1f} GB checkpoint, measured here: {why}), and {available / 1e9:.1f} GB are "
+        f"available. Export FORMAT=gguf (measured at 1.1x), or use a machine with more memory; "
+        f"{MEMORY_CHECK_ENV}=0 skips this check."
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Say how much `what` needs on `folder`'s disk; a HarnessError sentence when less is free."""
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    print(f"{what} needs about {needed / 1e9:.1f} GB free on {probe} ({free / 1e9:.1f} GB free)", flush=True)
+    if free < needed:
+        raise HarnessError(
+            f"{what} needs about {needed / 1e9:.1f} GB free on the disk of {probe}, and {free / 1e9:.1f} GB are "
+            f"free. Free {(needed - free) / 1e9:.1f} GB (old artifacts under {probe}, caches) or pass --out DIR "
+            "on a larger disk, then run it again."
+        )
+
+
 def run_plan(plan: Plan, source: sources.Source) -> Path:
     """Run one format's export into plan.out; returns the artifact folder."""
     from .env import run_in_env
 
+    from .memory import TreeSampler
+
     exporter = get_exporter(plan.format)
     plan.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.partial-", dir=plan.out.parent))
+    remove_stale_partials(plan.out.parent)
+    # Scratch (a float copy in the source's dtype, or the tool's own intermediates) plus the artifact.
+    check_free_space(plan.out.parent, int(DISK_FACTOR.get(plan.format, 2.0) * folder_bytes(source.path)),
+                     f"The {plan.format} export of {plan.recipe.key}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.partial-{os.getpid()}-", dir=plan.out.parent))
     result_file = tmp.parent / f"{tmp.name}.result.json"
     started = time.monotonic()
+    sampler = TreeSampler()
     try:
-        args = exporter.worker_args(source.path, tmp, result_file, plan.options, plan.recipe.key)
+        options = plan.options
+        if source.kind == "random":  # flat random logits: the thresholds measured on random weights
+            options = for_random_source(plan.format, options)
+            print(f"note: {source.path} has random weights: parity uses the random-weight thresholds "
+                  "(export/catalogue.py RANDOM_MIN_TOP1); the figures say nothing about accuracy.", flush=True)
+        args = exporter.worker_args(source.path, tmp, result_file, options, plan.recipe.key)
         print(f"Exporting {plan.recipe.key} to {plan.format} [{plan.variant}] from {source.checkpoint}", flush=True)
         try:
-            run_in_env(exporter.env, args, what=f"The {plan.format} export of {plan.recipe.key}")
+            with sampler:
+                run_in_env(exporter.env, args, what=f"The {plan.format} export of {plan.recipe.key}")
         except HarnessError:
             parity = _read(result_file).get("parity")
             if parity and not parity.get("passed"):
@@ -192,14 +266,22 @@ def run_plan(plan: Plan, source: sources.Source) -> Path:
         result = _read(result_file)
         _check_parity_entry(result.get("parity"), plan)
         seconds = time.monotonic() - started
+        memory = {**sampler.report(), "worker_reported_mb": round(float(result.get("peak_rss_mb") or 0.0), 1)}
+        # The tree's sampled peak; where /proc cannot be read, the worker's own getrusage figure.
+        peak = memory["tree_peak_mb"] if sampler.available and sampler.samples else memory["worker_reported_mb"]
+        source_bytes = folder_bytes(source.path)
+        memory["source_bytes"] = source_bytes
+        memory["peak_over_source"] = round(peak * 2**20 / source_bytes, 2) if source_bytes else None
+        source_entry = {"kind": source.kind, "checkpoint": source.checkpoint, "revision": source.revision,
+                        "path": str(source.path), "bytes": source_bytes}
+        if source.note:
+            source_entry["note"] = source.note
         manifest = Manifest(
             model=plan.recipe.key, format=plan.format, variant=plan.variant, files=file_entries(tmp),
             tools=result.get("tools", {}), export_seconds=round(seconds, 2),
-            peak_rss_mb=round(float(result.get("peak_rss_mb") or 0.0), 1), parity=result["parity"],
-            source={"kind": source.kind, "checkpoint": source.checkpoint, "revision": source.revision,
-                    "path": str(source.path)},
+            peak_rss_mb=round(float(peak), 1), parity=result["parity"], source=source_entry,
             recipe=_recipe_dict(plan.recipe), recipe_sha256=plan.recipe.sha256(),
-            quantization=result.get("quantization", {}), details=result.get("details", {}),
+            quantization=result.get("quantization", {}), details={**result.get("details", {}), "memory": memory},
             created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         write_manifest(tmp, manifest)
@@ -207,10 +289,41 @@ def run_plan(plan: Plan, source: sources.Source) -> Path:
         _swap_into_place(tmp, plan.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for sibling in tmp.parent.glob(f"{tmp.name}.*"):  # a worker's scratch beside it (onnx)
+            if sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
         raise
     finally:
         result_file.unlink(missing_ok=True)
     return plan.out
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove staging folders (`.<name>.partial-<pid>-*`) whose export process is gone: a driver
+    killed outright (SIGKILL, power loss) could not remove its own."""
+    removed = []
+    for path in Path(folder).glob(".*.partial-*"):
+        pid = path.name.split(".partial-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)  # its .result.json
+        removed.append(path)
+    if removed:
+        print(f"note: removed {len(removed)} staging folder(s) left by an interrupted export in {folder}", flush=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -275,6 +388,13 @@ def export(model: str, formats: str = "all", source: Path | None = None, *, dry_
     resolved = sources.resolve(plans[0].recipe, source)
     written = []
     for plan in plans:
+        try:
+            check_memory(plan.format, plan.recipe.key, folder_bytes(resolved.path))
+        except HarnessError as exc:
+            if formats.strip() != "all":
+                raise
+            print(f"note: skipping {plan.format}: {exc}", file=sys.stderr, flush=True)
+            continue
         out = run_plan(plan, resolved)
         manifest = json.loads((out / "manifest.json").read_text())
         size = sum(f["bytes"] for f in manifest["files"])

@@ -24,9 +24,10 @@ HUB_HOST = "huggingface.co"
 @dataclass(frozen=True)
 class Source:
     path: Path  # a local checkpoint folder
-    kind: str  # "local" | "hub" | "packaged" | "tiny"
+    kind: str  # "local" | "random" (a random-weight checkpoint) | "hub" | "packaged" | "tiny"
     checkpoint: str  # what a person would call it: a folder, a hub id, a package
     revision: str  # hub commit, or sha256 of what the checkpoint was made from
+    note: str = ""  # said in the manifest (a random-weight checkpoint: for measuring export, never accuracy)
 
 
 def describe(recipe: Recipe, source: Path | None) -> str:
@@ -64,6 +65,16 @@ def _local(source: Path) -> Source:
         if (source / name).is_file():
             revision = "sha256:" + _sha256_small(source / name)
             break
+    marker = source / "random_checkpoint.json"  # made by `python -m export random-checkpoint`
+    if marker.is_file():
+        import json
+
+        try:
+            note = str(json.loads(marker.read_text()).get("purpose") or "")
+        except ValueError:
+            note = ""
+        return Source(source, "random", str(source), revision,
+                      note or "random weights: for measuring export at real size, never accuracy")
     return Source(source, "local", str(source), revision)
 
 

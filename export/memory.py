@@ -1,0 +1,102 @@
+"""Peak resident memory of a process tree, sampled from /proc (Linux), for the export manifests.
+
+`TreeSampler(root_pid)` sums VmRSS over `root_pid` and all its descendants every `interval`
+seconds in a background thread and keeps the largest sum.  File pages a process has mapped and
+touched (llama.cpp's mmap of a GGUF, safetensors' mmap of a checkpoint) count in its RSS, as the
+kernel reports them; pages shared by two processes of the tree count twice.  A peak shorter than
+the interval can be missed: `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` (the largest single
+finished child, exact) is recorded beside it as a floor.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from pathlib import Path
+
+INTERVAL_S = 0.25
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(root: int) -> int:
+    """The sum of VmRSS over `root` and its descendants now."""
+    children = _children()
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _rss_bytes(pid)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class TreeSampler:
+    """with TreeSampler(os.getpid()) as s: ...  -> s.peak_bytes"""
+
+    def __init__(self, root: int | None = None, interval: float = INTERVAL_S) -> None:
+        self.root = os.getpid() if root is None else root
+        self.interval = interval
+        self.peak_bytes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.available = Path("/proc/self/status").is_file()
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def sample(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.root))
+        self.samples += 1
+
+    def __enter__(self) -> TreeSampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+
+    def report(self) -> dict[str, object]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        return {
+            "tree_peak_mb": round(self.peak_bytes / 2**20, 1),
+            "largest_child_mb": round(children, 1),
+            "samples": self.samples,
+            "method": (f"sum of VmRSS over the export's process tree (driver, worker, its children), sampled from "
+                       f"/proc every {self.interval} s (mapped file pages count; shared pages count once per "
+                       f"process); largest_child_mb: getrusage(RUSAGE_CHILDREN) ru_maxrss, the largest single "
+                       f"child process so far in the driver's life"),
+        }
