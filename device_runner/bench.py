@@ -309,6 +309,7 @@ def models(args: argparse.Namespace) -> dict[str, Any]:
                       f"{case.update_s:.2f}" if case and case.update_s is not None else "–"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
     print(text)
     print(f"Table: {args.out / 'table.md'}; reports: python -m eval report --results {args.out}/<data>/results.jsonl")
