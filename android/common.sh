@@ -21,6 +21,12 @@ read_args() {
     done
 }
 
+# EXE: the runner binary NAME in --bin, or one EW_ERROR line saying what builds it (exit 3).
+require_exe() {
+    EXE=$BIN/$1
+    [ -x "$EXE" ] || { echo "EW_ERROR no $1 in $BIN ($2)"; exit 3; }
+}
+
 require_requests() {
     [ -r "$CASE/requests.tsv" ] || { echo "EW_ERROR no $CASE/requests.tsv"; exit 3; }
 }

@@ -15,8 +15,7 @@ set -u
 . "$(dirname "$0")/common.sh"
 CTX=4096
 read_args "$@"
-EXE=$BIN/ew_llama
-[ -x "$EXE" ] || { echo "EW_ERROR no ew_llama in $BIN (android/build.sh builds it)"; exit 3; }
+require_exe ew_llama "android/build.sh builds it"
 [ -r "$MODEL" ] || { echo "EW_ERROR model $MODEL is not readable"; exit 3; }
 require_requests
 OUT=$CASE/out

@@ -24,8 +24,7 @@
 set -u
 . "$(dirname "$0")/common.sh"
 read_args "$@"
-EXE=$BIN/llama_main
-[ -x "$EXE" ] || { echo "EW_ERROR no llama_main in $BIN (android/build.sh --only executorch builds it)"; exit 3; }
+require_exe llama_main "android/build.sh --only executorch builds it"
 [ -d "$MODEL" ] || { echo "EW_ERROR model folder $MODEL is missing"; exit 3; }
 PTE=
 for f in "$MODEL"/*.pte; do [ -r "$f" ] && { PTE=$f; break; }; done

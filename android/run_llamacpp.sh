@@ -21,8 +21,7 @@ set -u
 . "$(dirname "$0")/common.sh"
 CTX=4096
 read_args "$@"
-EXE=$BIN/llama-completion
-[ -x "$EXE" ] || { echo "EW_ERROR no llama-completion in $BIN (android/build.sh builds it)"; exit 3; }
+require_exe llama-completion "android/build.sh builds it"
 [ -r "$MODEL" ] || { echo "EW_ERROR model $MODEL is not readable"; exit 3; }
 require_requests
 OUT=$CASE/out

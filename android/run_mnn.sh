@@ -27,8 +27,7 @@ set -u
 . "$(dirname "$0")/common.sh"
 THREADS=4
 read_args "$@"
-EXE=$BIN/llm_demo
-[ -x "$EXE" ] || { echo "EW_ERROR no llm_demo in $BIN (android/build.sh --only mnn builds it)"; exit 3; }
+require_exe llm_demo "android/build.sh --only mnn builds it"
 [ -r "$MODEL/config.json" ] || { echo "EW_ERROR no config.json in model folder $MODEL (make export FORMAT=mnn)"; exit 3; }
 require_requests
 command -v awk >/dev/null 2>&1 || { echo "EW_ERROR no awk on this device (needed to write llm_demo's config)"; exit 3; }

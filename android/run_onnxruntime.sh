@@ -26,8 +26,7 @@
 set -u
 . "$(dirname "$0")/common.sh"
 read_args "$@"
-EXE=$BIN/model_benchmark
-[ -x "$EXE" ] || { echo "EW_ERROR no model_benchmark in $BIN (android/build.sh --only ortgenai builds it)"; exit 3; }
+require_exe model_benchmark "android/build.sh --only ortgenai builds it"
 [ -r "$MODEL/genai_config.json" ] || { echo "EW_ERROR no genai_config.json in model folder $MODEL (make export FORMAT=onnx)"; exit 3; }
 require_requests
 OUT=$CASE/out

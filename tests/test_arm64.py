@@ -10,13 +10,13 @@ qemu emulates the aarch64 code on this machine, so the timings here are emulatio
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fakeadbd import FakeAdbd, unavailable_reason
+from fakeadbd.sandbox import elf_header
 
 pytestmark = [pytest.mark.arm64,
               pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")]
@@ -47,27 +47,11 @@ EM_AARCH64 = 183
 PT_INTERP = 3
 
 
-def elf_header(path: Path) -> dict:
-    """The ELF facts a phone cares about: class, byte order, e_type, e_machine, PT_INTERP."""
-    data = path.read_bytes()
-    assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
-    is64, order = data[4] == 2, "<" if data[5] == 1 else ">"
-    e_type, e_machine = struct.unpack_from(order + "HH", data, 16)
-    if is64:
-        phoff, = struct.unpack_from(order + "Q", data, 32)
-        phentsize, phnum = struct.unpack_from(order + "HH", data, 54)
-    else:
-        phoff, = struct.unpack_from(order + "I", data, 28)
-        phentsize, phnum = struct.unpack_from(order + "HH", data, 42)
-    kinds = [struct.unpack_from(order + "I", data, phoff + i * phentsize)[0] for i in range(phnum)]
-    return {"class": 64 if is64 else 32, "little_endian": order == "<", "e_type": e_type,
-            "e_machine": e_machine, "program_headers": kinds}
-
-
 @needs_arm64_runner
 def test_static_runner_is_aarch64_and_needs_no_loader() -> None:
     for binary in (RUNNER, ARM64_BIN / "llama-completion", ARM64_BIN / "llama-bench"):
         elf = elf_header(binary)
+        assert elf is not None, f"{binary} is not an ELF file"
         assert elf["class"] == 64 and elf["little_endian"], elf
         assert elf["e_machine"] == EM_AARCH64, f"{binary.name}: e_machine {elf['e_machine']}, not aarch64"
         assert elf["e_type"] in (2, 3), elf  # ET_EXEC, or ET_DYN for a static PIE

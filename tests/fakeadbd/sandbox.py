@@ -164,14 +164,16 @@ def _binfmt_interpreter_without_f_flag() -> Path | None:
 
 # ---- finding static binaries and a way to chroot ----
 
-def is_static_elf(path: Path) -> bool:
-    """True for an ELF executable without a PT_INTERP header (no dynamic loader needed)."""
+def elf_header(path: Path) -> dict | None:
+    """The ELF facts a phone cares about (class, byte order, e_type, e_machine, program header
+    kinds), or None for a file that is not ELF or cannot be read."""
     try:
         with open(path, "rb") as f:
             ident = f.read(64)
             if ident[:4] != b"\x7fELF":
-                return False
+                return None
             is64, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+            e_type, e_machine = struct.unpack_from(order + "HH", ident, 16)
             if is64:
                 phoff, = struct.unpack_from(order + "Q", ident, 32)
                 phentsize, phnum = struct.unpack_from(order + "HH", ident, 54)
@@ -180,10 +182,17 @@ def is_static_elf(path: Path) -> bool:
                 phentsize, phnum = struct.unpack_from(order + "HH", ident, 42)
             f.seek(phoff)
             table = f.read(phentsize * phnum)
-    except OSError:
-        return False
-    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3  # PT_INTERP
-               for i in range(phnum))
+    except (OSError, struct.error):
+        return None
+    kinds = [struct.unpack_from(order + "I", table, i * phentsize)[0] for i in range(phnum)]
+    return {"class": 64 if is64 else 32, "little_endian": order == "<", "e_type": e_type,
+            "e_machine": e_machine, "program_headers": kinds}
+
+
+def is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a PT_INTERP header (no dynamic loader needed)."""
+    elf = elf_header(path)
+    return elf is not None and 3 not in elf["program_headers"]  # 3: PT_INTERP
 
 
 def _first_static(candidates: list[str]) -> Path | None:
