@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 import tempfile
 import time
@@ -55,7 +56,7 @@ class Runner:
     binary: str  # in android/build/<abi>/bin (android/build.sh builds it)
     engine: str  # for messages and runtime_version
     build: str  # android/build.sh --only value
-    constrained: bool  # applies Request.choices / json_schema (as GBNF grammars)
+    constrained: bool  # applies Request.choices / json_schema
     # What a request's record holds: "ew" (our runner's EW_STAT numbers, engines.ew_llama_completion),
     # "llamacpp-tools" (llama-completion's perf lines and a shared prefix record, engines.llamacpp_*;
     # android/run_llamacpp.sh, kept for the stock tools), "engine" (the runner's whole report,
@@ -66,6 +67,10 @@ class Runner:
     seq_len_column: bool = True  # requests.tsv carries prompt + output tokens (llama_main's --seq_len)
     pushes_libraries: bool = True  # pushes android/build/<abi>/lib/*.so beside the binary
     artifact_files: Callable[[Path, list[Path]], list[Path]] | None = None  # which artifact files to push
+    # How a constrained request's GRAMMAR_FILE column reaches the runner: "gbnf" (one GBNF grammar,
+    # llama.cpp's), or "plain": the choices as a .choices file (one choice per line, exact UTF-8) or
+    # the JSON schema as a .schema.json file; the runner applies them itself.
+    grammar_format: str = "gbnf"
 
 
 RUNNERS = {
@@ -102,6 +107,12 @@ def refuse_unsupported(runtime: str, requests: list[Request]) -> None:
                 f"({runner.binary}) cannot apply: it has no grammar support. On phones, llama.cpp is the engine that "
                 f"supports constrained decoding: use --runtime llamacpp, or run --runtime {runtime} with --device host "
                 "(the host adapter constrains the output itself).")
+        if runner.grammar_format == "plain" and request.choices is not None and any(
+                "\n" in choice or not choice for choice in request.choices):
+            raise HarnessError(
+                f"Request {index} has an empty choice or one with a line break, which {runner.engine}'s on-device "
+                f"runner ({runner.binary}) cannot read (it takes one choice per line). Use --runtime llamacpp "
+                f"on phones, or --runtime {runtime} with --device host.")
         if runner.one_line_prompts and request.prompt is not None and ("\n" in request.prompt.rstrip("\n")
                                                                        or request.prompt.startswith("#")):
             raise HarnessError(
@@ -117,6 +128,22 @@ def _grammar(request: Request) -> str | None:
     if request.json_schema is not None:
         return schema_grammar(request.json_schema)
     return None
+
+
+def _constraint_file(request: Request, runner: Runner) -> tuple[str, str | None]:
+    """(file name, text) of a request's constraint in the runner's grammar_format; ("-", None) if none."""
+    if runner.grammar_format == "gbnf":
+        text = _grammar(request)
+        suffix = ".gbnf"
+    elif request.choices is not None:
+        text, suffix = "\n".join(request.choices), ".choices"
+    elif request.json_schema is not None:
+        text, suffix = json.dumps(request.json_schema, sort_keys=True), ".schema.json"
+    else:
+        text = None
+    if text is None:
+        return "-", None
+    return f"g{hashlib.sha256(text.encode()).hexdigest()[:12]}{suffix}", text
 
 
 def _safe(name: str) -> str:
@@ -322,10 +349,8 @@ class PhoneRuntime:
             rid = f"{index:04d}"
             prompt = request.prompt if request.prompt is not None else self._chat_text(request)
             files[f"{rid}.prompt"] = prompt.encode()
-            grammar = _grammar(request) if self.runner.constrained else None
-            gname = "-"
+            gname, grammar = _constraint_file(request, self.runner) if self.runner.constrained else ("-", None)
             if grammar is not None:
-                gname = f"g{hashlib.sha256(grammar.encode()).hexdigest()[:12]}.gbnf"
                 files[gname] = grammar.encode()
             pname = "-"
             if request.cache_prefix:
