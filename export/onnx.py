@@ -123,22 +123,6 @@ class GenaiCandidate:
         return self._encode(self.tokenizer, self.folder, text)
 
 
-# onnxruntime-genai's builder calls AutoModelForCausalLM.from_pretrained without a dtype, which
-# transformers loads in float32: a bf16 checkpoint would take twice its size in memory.  This runs
-# the builder with the checkpoint's own dtype ("auto"); it casts each weight as it writes it.
-_BUILDER_IN_SOURCE_DTYPE = """
-import runpy, sys
-import transformers
-_load = transformers.AutoModelForCausalLM.from_pretrained
-def _in_source_dtype(*args, **kwargs):
-    kwargs.setdefault("dtype", "auto")
-    return _load(*args, **kwargs)
-transformers.AutoModelForCausalLM.from_pretrained = _in_source_dtype
-sys.argv = ["onnxruntime_genai.models.builder", *sys.argv[1:]]
-runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
-"""
-
-
 def _run(cmd: list[str], log: Path, what: str) -> str:
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
@@ -208,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .parity import EXACT_REL_TOL, check, source_dtype, stored_reference, summary
+    from .parity import EXACT_REL_TOL, check, stored_reference, summary
 
     out = Path(args.out)
     tools = {"onnxruntime-genai": og.__version__, "onnxruntime": onnxruntime.__version__,
@@ -223,12 +207,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reference = stored_reference(Path(args.source), scratch)
         print(f"[onnx] building {args.precision} with onnxruntime-genai's model builder", flush=True)
         builder = ["-i", str(args.source), "-o", str(out), "-p", args.precision, "-e", "cpu", "-c", str(scratch / "cache")]
-        load_dtype = source_dtype(Path(args.source))
-        if load_dtype == "float32":
-            _run([sys.executable, "-m", "onnxruntime_genai.models.builder", *builder], log,
-                 "the onnxruntime-genai builder")
-        else:  # the builder would load a bf16 checkpoint in float32 (twice its size): load it as it is
-            _run([sys.executable, "-c", _BUILDER_IN_SOURCE_DTYPE, *builder], log, "the onnxruntime-genai builder")
+        # The builder with three workarounds (export/onnx_builder.py): the source loaded in its own
+        # dtype, int4/int8 quantized one weight at a time, Gemma 3's local RoPE unscaled.
+        _run([sys.executable, "-m", "export.onnx_builder", *builder], log, "the onnxruntime-genai builder")
         set_provider(out, args.ep)
         print("[onnx] converting to ORT format (mobile/) and checking mobile usability", flush=True)
         ort_files = convert_to_ort(out, scratch, log)
