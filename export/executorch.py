@@ -108,7 +108,7 @@ class ExecuTorchExporter:
             raise HarnessError(f"ExecuTorch qlinear '{qlinear}' is not supported; use one of {', '.join(QLINEAR)} or fp32.")
         return qlinear
 
-    def preflight(self, options: dict[str, Any], recipe: Any = None) -> None:
+    def preflight(self, options: dict[str, Any], recipe: Any = None, source: Path | None = None) -> None:
         """Before any work: the vendor SDK, then the settings, then whether the vendor script has the model."""
         backend = _backend(options)
         check_backend_sdk(backend)

@@ -62,17 +62,29 @@ MIN_TOP1 = {4: 0.6, 8: 0.8, 16: 0.95}
 # only its gemma4 path gives the sliding-window layers their own.  Measured on tiny-gemma3 (local
 # base 1e4, global 1e6, window 16) at quant_bit 16: relative logit difference 0.24 (max |dlogit|
 # 3.85, yet 98.4% top-1); with `_local_rope_for_gemma3` 0.00052, as with equal bases (0.00048).
-# Gemma3ForConditionalGeneration (gemma-3-4b) stays refused: its published text config scales the
-# global RoPE linearly (rope_scaling factor 8; no checkpoint here to check), a rope type
-# llmexport's Rotary ignores, and its multimodal wrapper was not tried here.
+# Gemma 3 4B's text config scales the global RoPE linearly (rope_scaling factor 8), a rope type
+# llmexport's Rotary ignores: `_local_rope_for_gemma3` applies it too (tiny Gemma 3 with that
+# scaling at 16 bits: rel. logit difference 0.00055, tests/test_export_mnn.py).  The published
+# gemma-3-4b checkpoint (Gemma3ForConditionalGeneration, multimodal) stays refused: llmexport's
+# handling of its vision wrapper was not tried here (no checkpoint); a text-only Gemma3ForCausalLM
+# checkpoint of it (SOURCE=..., e.g. `python -m export random-checkpoint --model gemma-3-4b`) is
+# exported.  The refusal looks at the checkpoint's own config.json when SOURCE is given.
 REFUSED_ARCHITECTURES = {
-    "Gemma3ForConditionalGeneration": "llmexport 0.0.5 ignores Gemma 3 4B's linear RoPE scaling and was not "
-                                      "verified on its multimodal checkpoint (the text-only Gemma3ForCausalLM, "
-                                      "e.g. gemma-3-270m, is supported)",
+    "Gemma3ForConditionalGeneration": "llmexport 0.0.5 was not verified on Gemma 3's multimodal checkpoint "
+                                      "(its RoPE scaling is corrected here; the text-only Gemma3ForCausalLM, "
+                                      "e.g. gemma-3-270m or a text-only 4B checkpoint passed as SOURCE=, is supported)",
 }
 
 def _refusal(architecture: str) -> str | None:
     return REFUSED_ARCHITECTURES.get(architecture)
+
+
+def _source_architecture(source: Path | None) -> str | None:
+    """The architecture a checkpoint folder declares (config.json), or None."""
+    try:
+        return json.loads((Path(source) / "config.json").read_text())["architectures"][0] if source else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 class MnnExporter:
@@ -85,8 +97,8 @@ class MnnExporter:
             raise HarnessError(f"MNN quant_bit {bits} is not supported; use one of {', '.join(map(str, QUANT_BITS))}.")
         return f"int{bits}" if bits < 16 else "bf16"
 
-    def preflight(self, options: dict[str, Any], recipe: Any = None) -> None:
-        why = _refusal(getattr(recipe, "architecture", ""))
+    def preflight(self, options: dict[str, Any], recipe: Any = None, source: Path | None = None) -> None:
+        why = _refusal(_source_architecture(source) or getattr(recipe, "architecture", ""))
         if why:
             raise HarnessError(
                 f"MNN export of {recipe.key} is refused: {why}. Use FORMAT=gguf, "
@@ -165,6 +177,15 @@ def _local_rope_for_gemma3() -> None:
             model.rotary_full, model.rotary = model.rotary, local
             print(f"[mnn] RoPE base {local_base:g} for the sliding-window layers, {model.rotary_full.rope_theta:g} "
                   "for the others (llmexport 0.0.5 gives every layer the global one)", flush=True)
+        # Linear RoPE scaling (Gemma 3 4B: factor 8 on the global layers only, as transformers does):
+        # llmexport's Rotary has no "linear" type and leaves the frequencies unscaled.
+        scaling = getattr(getattr(origin, "text_config", origin), "rope_scaling", None) or {}
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind == "linear" and float(scaling.get("factor", 1.0)) != 1.0:
+            factor = float(scaling["factor"])
+            global_rotary = model.rotary_full if getattr(model, "rotary_full", None) is not None else model.rotary
+            global_rotary.theta = global_rotary.theta / factor
+            print(f"[mnn] linear RoPE scaling {factor:g} on the global layers (llmexport 0.0.5 ignores it)", flush=True)
         return model
 
     llm_model.LlmModel.from_pretrained = classmethod(from_pretrained)
@@ -241,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
     from importlib.metadata import version
 
-    from .parity import EXACT_REL_TOL, Reference, check, summary
+    from .parity import EXACT_REL_TOL, check, stored_reference, summary
 
     out = Path(args.out)
     tools = {"llmexport": version("llmexport"), "MNN": getattr(MNN, "version", lambda: version("MNN"))()
@@ -250,14 +271,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mnn-", dir=out.parent) as scratch_name:
         scratch = Path(scratch_name)
         started = time.monotonic()
-        print("[mnn] loading the source model in transformers for the parity reference", flush=True)
-        reference = Reference(Path(args.source))
+        # The reference in a process of its own, in the source's dtype (a 4B source in float32 here,
+        # beside llmexport's own copy, would not fit a 24 GiB machine).
+        print("[mnn] parity reference: the source in transformers (its own dtype) in a separate process", flush=True)
+        reference = stored_reference(Path(args.source), scratch)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(args.source)
         print(f"[mnn] llmexport --export mnn --quant_bit {args.quant_bit} (telemetry blocked)", flush=True)
         # In a child process (guarded the same way): after llmexport ran in-process, MNN.llm in
         # that process gave wrong logits (global MNN state the converter leaves behind).
         import subprocess
 
-        staged = _stage_source(Path(args.source), reference.tokenizer, scratch / "source")
+        staged = _stage_source(Path(args.source), tokenizer, scratch / "source")
         child = subprocess.run([sys.executable, "-m", "export.mnn", "--llmexport-only", "--source", str(staged),
                                 "--out", str(scratch / "mnn"), "--quant-bit", str(args.quant_bit),
                                 "--result", str(scratch / "attempts.json"),
@@ -278,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             config.write_text(json.dumps(data, indent=4))
         prefix_fix = None
         tokenizer_file = out / json.loads(config.read_text()).get("tokenizer_file", "tokenizer.mtok")
-        prefix = _bos_prefix(reference.tokenizer)
+        prefix = _bos_prefix(tokenizer)
         if tokenizer_file.is_file() and prefix is not None:
             guessed = _fix_prefix(tokenizer_file, prefix)
             if guessed is not None:

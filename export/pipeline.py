@@ -60,8 +60,9 @@ class Exporter(Protocol):
 class Refuses(Protocol):
     """An exporter that can refuse before any work (absent vendor SDK, known-bad converter)."""
 
-    def preflight(self, options: dict[str, Any], recipe: Any = None) -> None:
-        """Raise HarnessError with the reason; return when the export can go ahead."""
+    def preflight(self, options: dict[str, Any], recipe: Any = None, source: Path | None = None) -> None:
+        """Raise HarnessError with the reason; return when the export can go ahead.  `source`: the
+        checkpoint folder the user passed (SOURCE=), when there is one."""
 
 
 @runtime_checkable
@@ -102,7 +103,7 @@ def artifact_dir(recipe: Recipe, fmt: str, variant: str, root: Path = ARTIFACTS)
 
 
 def make_plans(model: str, formats: list[str], variant: str | None = None, root: Path = ARTIFACTS,
-               skip_refused: bool = False) -> list[Plan]:
+               skip_refused: bool = False, source: Path | None = None) -> list[Plan]:
     """One plan per format.  A format whose preflight refuses (absent SDK, known-bad converter)
     fails the whole call, unless `skip_refused` (FORMAT=all), which skips it with a note."""
     recipe = get_recipe(model)
@@ -115,7 +116,7 @@ def make_plans(model: str, formats: list[str], variant: str | None = None, root:
         name = exporter.variant(options)
         if isinstance(exporter, Refuses):  # e.g. a vendor SDK that is absent: say so before any work
             try:
-                exporter.preflight(options, recipe)
+                exporter.preflight(options, recipe, source)
             except HarnessError as exc:
                 if not skip_refused:
                     raise
@@ -379,7 +380,7 @@ def export(model: str, formats: str = "all", source: Path | None = None, *, dry_
     """Export `model` to each of `formats`; returns the artifact folders written."""
     # Absolute: the workers run in other working folders (MNN's llmexport in its scratch folder).
     plans = make_plans(model, parse_formats(formats), variant, Path(root).resolve(),
-                       skip_refused=formats.strip() == "all")
+                       skip_refused=formats.strip() == "all", source=source)
     if not plans:
         raise HarnessError(f"No format is left to export {model} to; see the notes above.")
     if dry_run:

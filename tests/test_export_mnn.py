@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from device_runner.run import RunOptions, run_host
+from eval.errors import HarnessError
 from export import env as export_env
 from export.__main__ import main
 
@@ -80,11 +83,11 @@ def test_gemma3_4b_is_refused_for_mnn_before_any_work(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def _gemma3_worker(tmp_path, *extra):
+def _gemma3_worker(tmp_path, *extra, source=None):
     from export.catalogue import get_recipe
     from export.sources import resolve
 
-    source = resolve(get_recipe("tiny-gemma3"), None).path
+    source = source or resolve(get_recipe("tiny-gemma3"), None).path
     out = tmp_path / "out"
     out.mkdir(parents=True)
     result = subprocess.run([str(export_env.ensure_env("mnn")), "-m", "export.mnn", "--source", str(source), "--out",
@@ -107,6 +110,38 @@ def test_gemma3_local_rope_base_is_fixed_and_its_fault_caught_by_parity(tmp_path
     assert "RoPE base 10000 for the sliding-window layers" in stdout
     assert fixed["passed"] and fixed["rel_diff"] < 2e-3 and fixed["greedy_identical"]
     assert fixed["sliding_window"] == 16 and any(p["tokens"] > 16 for p in fixed["prompts"])
+
+
+def test_gemma3_linear_rope_scaling_is_applied(tmp_path):
+    """Gemma 3 4B's config scales the global RoPE linearly (factor 8), which llmexport 0.0.5 ignores: on a tiny
+    Gemma 3 with that scaling, export/mnn.py's correction matches transformers at 16 bits."""
+    import shutil
+
+    from export.catalogue import get_recipe
+    from export.sources import resolve
+
+    source = tmp_path / "src"
+    shutil.copytree(resolve(get_recipe("tiny-gemma3"), None).path, source)
+    config = json.loads((source / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "linear", "factor": 8.0}
+    (source / "config.json").write_text(json.dumps(config))
+    fixed, stdout = _gemma3_worker(tmp_path / "b", source=source)
+    assert "linear RoPE scaling 8 on the global layers" in stdout
+    assert fixed["passed"] and fixed["rel_diff"] < 2e-3 and fixed["greedy_identical"], fixed
+    broken, _ = _gemma3_worker(tmp_path / "a", "--keep-global-rope", source=source)
+    assert not broken["passed"] and broken["rel_diff"] > 0.1, broken
+
+
+def test_a_text_only_gemma3_4b_source_is_not_refused(tmp_path):
+    from export.catalogue import get_recipe
+    from export.mnn import MnnExporter
+
+    recipe = get_recipe("gemma-3-4b")
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForCausalLM"]}))
+    MnnExporter().preflight({}, recipe, tmp_path)  # no refusal
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForConditionalGeneration"]}))
+    with pytest.raises(HarnessError, match="multimodal"):
+        MnnExporter().preflight({}, recipe, tmp_path)
 
 
 def test_tokenizer_prefix_header_is_rewritten(tmp_path):
