@@ -37,6 +37,16 @@ import sys
 from typing import Any
 
 
+def _rss_gb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _load_in_source_dtype() -> None:
     import transformers
 
@@ -59,32 +69,70 @@ def _quantizable(graph: Any, node: Any, attrs: dict[str, Any]) -> bool:
             and weight.shape is not None and len(weight.shape) == 2)
 
 
-def _quantize_one(self: Any, node: Any, np: Any) -> list[Any]:
-    """MatMulNBitsQuantizer on a one-node model holding `node`'s weight: its nodes and initializers (protos)."""
-    import onnx
+# A protobuf message cannot hold 2 GB: a bigger weight (Gemma 3 4B's tied lm_head, 262,208 x 2560
+# in float32 is 2.7 GB) goes to the quantizer in column slices.  MatMulNBits quantizes each output
+# column (N) on its own, so the slices' arrays, stacked along N, are the whole weight's.
+SLICE_BYTES = int(os.environ.get("EW_ONNX_QUANT_SLICE_BYTES", 1 << 30))
+
+
+def _quantize_one(self: Any, node: Any, np: Any) -> tuple[str, list[str], dict[str, Any], dict[str, Any]] | None:
+    """onnxruntime's MatMulNBitsQuantizer on `node`'s weight (one-node models, one per column slice).
+
+    Returns the MatMulNBits node it made as plain data (name, input names, attributes, initializers
+    as numpy arrays), or None when it left the MatMul alone.  Nothing returned refers to its protos:
+    a tensor taken from a protobuf message keeps the whole message alive, here the one-node model
+    with the float weight in it (that kept every float weight in memory, 20 GB at 4B)."""
+    weight = node.inputs[1]
+    array = np.ascontiguousarray(weight.const_value.numpy(), dtype=np.float32)
+    k, n = array.shape
+    step = max(1, min(n, SLICE_BYTES // max(1, 4 * k)))
+    parts = []
+    for first in range(0, n, step):
+        part = _quantize_slice(self, node.name, weight.name, np.ascontiguousarray(array[:, first:first + step]), np)
+        if part is None:
+            return None
+        parts.append(part)
+    del array
+    name, inputs, attributes, arrays = parts[0]
+    if len(parts) > 1:
+        for other in parts[1:]:
+            if other[1] != inputs or set(other[3]) != set(arrays):
+                raise SystemExit(f"quantizing {node.name} in column slices gave differing nodes; "
+                                 "set EW_ONNX_QUANT_SLICE_BYTES higher")
+        arrays = {key: np.concatenate([part[3][key] for part in parts], axis=0) for key in arrays}
+        attributes = {**attributes, "N": n}
+    return name, inputs, attributes, arrays
+
+
+def _quantize_slice(self: Any, node_name: str, weight_name: str, array: Any,
+                    np: Any) -> tuple[str, list[str], dict[str, Any], dict[str, Any]] | None:
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     from onnxruntime.quantization.quant_utils import QuantFormat
 
     attrs = self.quant_attrs
-    weight = node.inputs[1]
-    array = np.ascontiguousarray(weight.const_value.numpy(), dtype=np.float32)
     k, n = array.shape
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["A", weight.name], ["Y"], name=node.name)], "one_matmul",
+        [helper.make_node("MatMul", ["A", weight_name], ["Y"], name=node_name)], "one_matmul",
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["s", k])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["s", n])],
-        [numpy_helper.from_array(array, weight.name)])
-    del array
+        [numpy_helper.from_array(array, weight_name)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    del graph
     quant = MatMulNBitsQuantizer(model=model, bits=attrs["bits"], block_size=attrs["qdq_block_size"],
                                  is_symmetric=attrs["is_symmetric"], accuracy_level=attrs["accuracy_level"],
                                  nodes_to_exclude=[], quant_format=QuantFormat.QOperator,
                                  op_types_to_quantize=attrs["op_types_to_quantize"],
                                  algo_config=attrs["algo_config"])
     quant.process()
-    out: onnx.ModelProto = quant.model.model
-    return [out.graph.node, out.graph.initializer]
+    out = quant.model.model
+    if len(out.graph.node) != 1 or out.graph.node[0].op_type != "MatMulNBits":
+        return None
+    made = out.graph.node[0]
+    arrays = {t.name: np.array(numpy_helper.to_array(t), copy=True) for t in out.graph.initializer
+              if t.name in made.input}
+    return (str(made.name), [str(name) for name in made.input],
+            {a.name: helper.get_attribute_value(a) for a in made.attribute}, arrays)
 
 
 def _streaming_to_nbits(self: Any) -> Any:
@@ -99,21 +147,20 @@ def _streaming_to_nbits(self: Any) -> Any:
     todo = [node for node in graph if _quantizable(graph, node, self.quant_attrs)]
     print(f"[onnx_builder] quantizing {len(todo)} MatMul weights one at a time "
           f"({self.quant_attrs['bits']} bits, block {self.quant_attrs['qdq_block_size']})", flush=True)
-    for index, node in enumerate(todo, start=1):
+    for index in range(1, len(todo) + 1):
+        # Nothing may keep a done node (it holds its weight's float tensor): take it off the list.
+        node, todo[index - 1] = todo[index - 1], None
         weight = node.inputs[1]
-        nodes, initializers = _quantize_one(self, node, np)
-        if len(nodes) != 1 or nodes[0].op_type != "MatMulNBits":  # the quantizer declined: leave it float
+        made = _quantize_one(self, node, np)
+        if made is None:  # the quantizer declined: leave it float
             continue
+        made_name, input_names, attributes, arrays = made
         values = {"A": node.inputs[0]}
-        for proto in initializers:
-            value = ir.Value(name=proto.name, const_value=ir.serde.deserialize_tensor(proto))
-            value.shape = value.const_value.shape
-            value.dtype = value.const_value.dtype
-            values[proto.name] = value
-        new = ir.serde.deserialize_node(nodes[0])
-        replacement = ir.node("MatMulNBits", inputs=[values[name] if name else None for name in nodes[0].input],
-                              attributes=dict(new.attributes), domain="com.microsoft",
-                              name=nodes[0].name, num_outputs=1)
+        for name, array in arrays.items():
+            values[name] = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                                    const_value=ir.tensor(array, name=name))
+        replacement = ir.node("MatMulNBits", inputs=[values[name] if name else None for name in input_names],
+                              attributes=attributes, domain="com.microsoft", name=made_name, num_outputs=1)
         old_out = node.outputs[0]
         out = replacement.outputs[0]
         out.shape, out.dtype = old_out.shape, old_out.dtype
@@ -126,10 +173,11 @@ def _streaming_to_nbits(self: Any) -> Any:
                 graph.register_initializer(value)
         if not weight.uses():
             del graph.initializers[weight.name]
-        del node, weight, nodes, initializers, new, values
+            weight.const_value = None  # its lazy tensor holds the float copy (and the source tensor)
+        del node, weight, made, arrays, values
         if index % 16 == 0 or index == len(todo):
             gc.collect()
-            print(f"[onnx_builder] {index}/{len(todo)} weights quantized", flush=True)
+            print(f"[onnx_builder] {index}/{len(todo)} weights quantized (RSS {_rss_gb():.1f} GB)", flush=True)
     self.model.opset_imports.setdefault("com.microsoft", 1)
     return self.model
 
