@@ -77,7 +77,9 @@ class Transport(Protocol):
 
     def shell(self, command: str, timeout: float = DEFAULT_TIMEOUT_S) -> ShellResult: ...
 
-    def push(self, local: Path, remote: str, timeout: float | None = None) -> None: ...
+    def push(self, local: Path, remote: str, timeout: float | None = None,
+             progress: Callable[[int], None] | None = None) -> None:
+        """Copy `local` to `remote`; progress(bytes sent so far) as it goes, where the transport can."""
 
     def pull(self, remote: str, local: Path, timeout: float | None = None) -> None: ...
 
@@ -328,12 +330,21 @@ class AdbShellTransport(_SentinelShell):
             self.close()
             raise LinkLost(f"{self.serial}: the connection dropped ({exc}).") from None
 
-    def push(self, local: Path, remote: str, timeout: float | None = None) -> None:
+    def push(self, local: Path, remote: str, timeout: float | None = None,
+             progress: Callable[[int], None] | None = None) -> None:
         from adb_shell.exceptions import AdbTimeoutError, PushFailedError, TcpTimeoutException
 
         device = self._need()
+        sent = 0
+
+        def chunk_sent(_path: str, size: int, _total: int) -> None:  # adb-shell passes each chunk's size
+            nonlocal sent
+            sent += size
+            if progress is not None:
+                progress(sent)
         try:
             device.push(str(local), remote, st_mode=0o100755 if os.access(local, os.X_OK) else 0o100644,
+                        progress_callback=chunk_sent if progress is not None else None,
                         read_timeout_s=timeout or self.io_timeout_s, transport_timeout_s=self.io_timeout_s)
         except PushFailedError as exc:
             raise AdbError(_push_failure(self.serial, remote, str(exc))) from None
@@ -423,7 +434,9 @@ class AdbBinaryTransport(_SentinelShell):
             raise LinkLost(f"{self.serial}: {text.strip()}")
         return text
 
-    def push(self, local: Path, remote: str, timeout: float | None = None) -> None:
+    def push(self, local: Path, remote: str, timeout: float | None = None,
+             progress: Callable[[int], None] | None = None) -> None:
+        # `adb push` prints progress only to a terminal: no progress calls, the caller's start and end lines
         result = self._run("push", str(local), remote, timeout=timeout or 3600)
         if result.returncode != 0:
             text = (result.stdout + result.stderr).decode(errors="replace")

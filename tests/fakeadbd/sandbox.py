@@ -12,6 +12,8 @@ static mksh, busybox's sh is used. Android-shaped extras are small shell scripts
 
 - `getprop [NAME [DEFAULT]]` reads `/system/etc/fakeadbd/props` (NAME=VALUE lines).
 - `dumpsys SERVICE` prints `/system/etc/fakeadbd/dumpsys/SERVICE` (`battery` is kept current).
+- `df [-k] PATH` prints toybox's table for this machine's disk (/data, /storage/emulated or /);
+  `set_free_space()` makes its Available column a chosen number.
 - `/sys/class/thermal/thermal_zoneN/{type,temp}`, `/sys/class/power_supply/battery/*`,
   `/proc/meminfo` and `/proc/cpuinfo` are plain files that the test API rewrites.
 
@@ -105,6 +107,27 @@ fi
 if [ -f "$dir/$1" ]; then exec cat "$dir/$1"; fi
 echo "Can't find service: $1"
 exit 0
+"""
+
+_DF_FREE_FILE = "/system/etc/fakeadbd/df_free_kb"
+_DF = r"""#!/system/bin/sh
+# fakeadbd df: `df [-k] PATH...` as toybox prints it, from this machine's disk (busybox stat -f);
+# the Available column is /system/etc/fakeadbd/df_free_kb when the test API set it.
+override=$(cat /system/etc/fakeadbd/df_free_kb 2>/dev/null)
+echo "Filesystem        1K-blocks      Used Available Use% Mounted on"
+rc=0
+for path in "$@"; do
+  case "$path" in -*) continue ;; esac
+  if ! info=$(busybox stat -f -c '%S %b %f %a' "$path" 2>/dev/null); then
+    echo "df: $path: No such file or directory" >&2; rc=1; continue
+  fi
+  case "$path" in /data*) mnt="/dev/block/dm-5 /data" ;;
+    /sdcard*|/storage*) mnt="/dev/fuse /storage/emulated" ;; *) mnt="/dev/root /" ;; esac
+  echo "$info $mnt" | awk -v o="$override" '{ k = $1 / 1024; t = $2 * k; u = ($2 - $3) * k
+    a = (o != "") ? o : $4 * k
+    printf "%-16s %10d %9d %9d %3d%% %s\n", $5, t, u, a, u * 100 / (t + 1), $6 }'
+done
+exit $rc
 """
 
 _PASSWD = "root:x:0:0:root:/:/system/bin/sh\nshell:x:2000:2000:shell:/:/system/bin/sh\n"
@@ -346,7 +369,7 @@ class DeviceSandbox:
                 shutil.copy2(mksh, bin_dir / "sh")
             else:
                 os.symlink("busybox", bin_dir / "sh")
-        for name, text in (("getprop", _GETPROP), ("dumpsys", _DUMPSYS)):
+        for name, text in (("getprop", _GETPROP), ("dumpsys", _DUMPSYS), ("df", _DF)):
             (bin_dir / name).unlink(missing_ok=True)  # replaces busybox applets of that name
             (bin_dir / name).write_text(text)
             os.chmod(bin_dir / name, 0o755)
@@ -513,6 +536,13 @@ class DeviceSandbox:
         if zone_type is not None or not self.host(f"{zone}/type").exists():
             self.write_file(f"{zone}/type", f"{zone_type or f'zone{zone_index}'}\n")
         self.write_file(f"{zone}/temp", f"{int(millidegrees)}\n")
+
+    def set_free_space(self, free_bytes: int | None) -> None:
+        """What `df` reports as Available for every folder (None: this machine's disk's)."""
+        if free_bytes is None:
+            self.host(_DF_FREE_FILE).unlink(missing_ok=True)
+        else:
+            self.write_file(_DF_FREE_FILE, f"{free_bytes // 1024}\n")
 
     # -- processes --
 

@@ -198,6 +198,10 @@ class FakeAdbd:
         """Set /sys/class/thermal/thermal_zoneN/temp (millidegrees Celsius) and maybe its type."""
         self.sandbox.set_thermal(zone_index, millidegrees, zone_type=zone_type)
 
+    def set_free_space(self, free_bytes: int | None) -> None:
+        """What `df` on the phone reports as available (None: this machine's disk's free space)."""
+        self.sandbox.set_free_space(free_bytes)
+
     def host_path(self, device_path: str) -> Path:
         """The host file behind a device path, for seeding or checking files in tests."""
         return self.sandbox.host(device_path)
