@@ -32,7 +32,7 @@ FORMAT ?= all
 BENCH_OUT ?= results/bench
 BENCH_USERS ?= 0-1
 
-.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-phone-overhead bench-strategies bench-accuracy bench-runtimes bench-models synth clean
+.PHONY: help install install-llamacpp install-adb test test-all bench bench-overhead bench-phone-overhead bench-phone-engines bench-strategies bench-accuracy bench-runtimes bench-models synth clean
 
 help:
 	@echo "make bench   - run the benchmark on this machine (llama.cpp, default model, generated data)"
@@ -102,6 +102,13 @@ bench-overhead: $(VENV)/.llamacpp
 # loopback phone (tests/fakeadbd) with the host-built ew_llama, interleaved with the host.
 bench-phone-overhead: $(VENV)/.llamacpp $(VENV)/.adb android-host
 	$(PY) -m device_runner.bench phone-overhead --repeats 3 --json results/bench-phone-overhead.json
+
+# Every engine on the loopback phone with our host-built runners and on the host, both model
+# strategies (SmolLM2 135M: exported to all four formats first if needed): answers compared.
+bench-phone-engines: $(VENV)/.llamacpp $(VENV)/.adb android-host
+	@for f in gguf onnx executorch mnn; do [ -f artifacts/smollm2-135m/$$f/manifest.json ] || \
+		$(MAKE) export MODEL=smollm2-135m FORMAT=$$f || exit 1; done
+	$(PY) -m device_runner.bench phone-engines --json results/bench-phone-engines.json
 
 bench-strategies: $(VENV)/.llamacpp
 	$(PY) -m device_runner.bench strategy-cost --data $(if $(wildcard $(DEV_DATA)),$(DEV_DATA),sample) \
@@ -184,6 +191,38 @@ android/build/host/bin/ew_llama: android/build.sh $(EW_LLAMA_SRC)
 	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi host --only llamacpp
 
 android-host: $(VENV)/.core android/build/host/bin/ew_llama
+
+# `make android-host` also builds our onnxruntime-genai runner ew_ort (android/runners/onnxruntime)
+# against the onnxruntime-genai wheel $(VENV)/.onnxruntime installs; its libonnxruntime-genai.so and
+# onnxruntime's libonnxruntime.so.1 go to android/build/host/lib.
+EW_ORT_SRC := android/runners/onnxruntime/ew_ort.cpp android/runners/onnxruntime/CMakeLists.txt
+
+android/build/host/bin/ew_ort: android/build.sh $(EW_ORT_SRC) $(VENV)/.onnxruntime
+	CACHE=$(CACHE) PYTHON=$(PY) sh android/build.sh --abi host --only ortgenai
+
+android-host: android/build/host/bin/ew_ort
+
+# `make android-host` also builds our ExecuTorch runner ew_et (android/runners/executorch) against the
+# executorch wheel of the executorch toolchain env (made here on first use, as `make export` makes it;
+# cached outside the clone); the wheel's runtime, kernel, XNNPACK and threadpool libraries go to
+# android/build/host/lib.  Cached by source and wheel.
+.PHONY: android-host-executorch
+android-host-executorch: $(VENV)/.core
+	$(PY) -c "from export.env import ensure_env; ensure_env('executorch')"
+	CACHE=$(CACHE) PYTHON=$(PY) sh android/build.sh --abi host --only executorch
+
+android-host: android-host-executorch
+
+# `make android-host` also builds our MNN runner ew_mnn (android/runners/mnn; alone: `make
+# android-host-mnn`) against the MNN wheel of the mnn toolchain env (made here on first use, as `make
+# export` makes it); the wheel's engine (_mnncengine*.so) and its libgomp go to android/build/host/lib.
+# Cached by source and wheel.
+.PHONY: android-host-mnn
+android-host-mnn: $(VENV)/.core
+	$(PY) -c "from export.env import ensure_env; ensure_env('mnn')"
+	CACHE=$(CACHE) PYTHON=$(PY) sh android/build.sh --abi host --only mnn
+
+android-host: android-host-mnn
 
 # Without ANDROID_NDK, arm64-v8a (and x86_64) runners are cross-compiled with zig (see below).
 android: $(VENV)/.core $(if $(or $(ANDROID_NDK),$(filter host,$(ABI))),,$(VENV)/.cross)

@@ -191,9 +191,46 @@ need_src() {  # $1 = variable name, $2 = engine, $3 = where to get it
     return 0
 }
 
+# ---- ExecuTorch: our runner ew_et (android/runners/executorch: one process per case, the .pte and
+# its KV cache kept across requests, choices), linked against the executorch wheel of the project's
+# executorch toolchain env (export/env.py env_python("executorch"), made by `make export ...
+# FORMAT=executorch`): its runtime, optimized + quantized kernels, XNNPACK and threadpool libraries
+# go to $OUT/lib.  Host only: the wheel is x86_64/aarch64 glibc (manylinux), not Android's bionic.
+build_ew_et() {
+    envpy=$(cd "$HERE/.." && EDGEWISE_CACHE=$CACHE "$PYTHON" -c 'from export.env import env_python, env_ready
+print(env_python("executorch") if env_ready("executorch") else "")' 2>/dev/null) || envpy=
+    if [ -z "$envpy" ]; then
+        say "executorch: ew_et skipped, the executorch toolchain env is missing: \`make export MODEL=tiny-llama FORMAT=executorch\` creates it (from export/requirements/executorch.txt), then rerun"
+        missing="$missing executorch(ew_et)"
+        return 0
+    fi
+    pkg=$("$envpy" -c 'import importlib.util as u; print(u.find_spec("executorch").submodule_search_locations[0])' 2>/dev/null) || pkg=
+    if [ -z "$pkg" ] || [ ! -f "$pkg/share/cmake/executorch-config.cmake" ]; then
+        say "executorch: ew_et skipped, $envpy has no executorch wheel with its CMake package (share/cmake); recreate the env (delete $(dirname "$(dirname "$envpy")") and rerun make export FORMAT=executorch)"
+        missing="$missing executorch(ew_et)"
+        return 0
+    fi
+    runner_src=$HERE/runners/executorch
+    sums=$(cat "$runner_src/ew_et.cpp" "$runner_src/ew_llm_ops.cpp" "$runner_src/CMakeLists.txt" "$pkg/lib/libexecutorch.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    ew=$CACHE/build/ew_et-$ABI-$sums
+    if [ ! -x "$ew/ew_et" ]; then
+        say "building ew_et (android/runners/executorch) against $pkg"
+        rm -rf "$ew"
+        cmake -S "$runner_src" -B "$ew" -DCMAKE_BUILD_TYPE=Release -Dexecutorch_DIR="$pkg/share/cmake" \
+            >"$ew.cmake.log" 2>&1 || { say "ew_et: cmake configure failed; see $ew.cmake.log"; return 1; }
+        cmake --build "$ew" -j "$JOBS" || { say "ew_et build failed (above)"; return 1; }
+    fi
+    mkdir -p "$OUT/lib"
+    cp -f "$ew/ew_et" "$OUT/bin/"
+    for lib in executorch executorch_kernels_optimized executorch_kernels_quantized executorch_backend_xnnpack executorch_threadpool; do
+        cp -f "$pkg/lib/lib$lib.so" "$OUT/lib/"
+    done
+    say "executorch: $OUT/bin/ew_et, libraries in $OUT/lib"
+}
+
 build_executorch() {
+    if [ "$ABI" = host ]; then build_ew_et; return; fi
     need_src EXECUTORCH_SRC executorch "https://github.com/pytorch/executorch (git submodule update --init --recursive)" || return 0
-    [ "$ABI" = host ] && { say "executorch: host builds come from the export environment's pip package; skipped"; return 0; }
     b=$CACHE/build/executorch-$ABI
     # shellcheck disable=SC2086
     cmake -S "$EXECUTORCH_SRC" -B "$b" $TOOLCHAIN -DCMAKE_BUILD_TYPE=Release --preset android-arm64-v8a 2>/dev/null \
@@ -206,7 +243,50 @@ build_executorch() {
     say "executorch: $OUT/bin/llama_main (Qualcomm QNN: set QNN_SDK_ROOT and add -DEXECUTORCH_BUILD_QNN=ON; MediaTek: NeuroPilot libs go in $OUT/lib)"
 }
 
+# ---- MNN: our runner ew_mnn (android/runners/mnn: one process per case, the model loaded once,
+# choices applied as the host adapter applies them), linked against MNN's LLM engine, whose
+# libraries go to $OUT/lib (run_ew_mnn.sh finds them there).  ew_mnn declares the few MNN functions
+# it calls itself (no MNN headers are needed; see ew_mnn.cpp).
+#   host: the MNN wheel of the mnn toolchain env (export/env.py env_dir("mnn"), made by `make export
+#     MODEL=tiny-llama FORMAT=mnn`): its Python extension _mnncengine*.so holds the engine and exports
+#     the C++ API; it needs libpython3.11, which ew_mnn links (no Python code runs).
+#   Android (NDK): MNN_SRC=an MNN 3.6.1 checkout, built here once more as one shared libMNN.so with the
+#     LLM engine in it (MNN_BUILD_LLM=ON, MNN_SEP_BUILD=OFF) and the NDK's libc++_shared.so; not tried
+#     here (no NDK on the machine that wrote this).
+build_ew_mnn() {  # $1 = the cmake argument naming the engine, $2.. = libraries to put in $OUT/lib
+    engine_arg=$1; shift
+    runner_src=$HERE/runners/mnn
+    sums=$(cat "$runner_src/ew_mnn.cpp" "$runner_src/CMakeLists.txt" "$@" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    ew=$CACHE/build/ew_mnn-$ABI-$(digest "$TOOLCHAIN_ID")-$sums
+    if [ ! -x "$ew/ew_mnn" ]; then
+        say "building ew_mnn (android/runners/mnn) against $1"
+        rm -rf "$ew"
+        # shellcheck disable=SC2086
+        cmake -S "$runner_src" -B "$ew" -DCMAKE_BUILD_TYPE=Release "$engine_arg" $TOOLCHAIN $MNN_STL \
+            >"$ew.cmake.log" 2>&1 || { say "ew_mnn: cmake configure failed; see $ew.cmake.log"; return 1; }
+        cmake --build "$ew" -j "$JOBS" || { say "ew_mnn build failed (above)"; return 1; }
+    fi
+    mkdir -p "$OUT/lib"
+    cp -f "$ew/ew_mnn" "$OUT/bin/"
+    for lib in "$@"; do cp -f "$lib" "$OUT/lib/"; done
+    say "mnn: $OUT/bin/ew_mnn, libraries in $OUT/lib"
+}
+
 build_mnn() {
+    MNN_STL=
+    if [ "$ABI" = host ]; then
+        site=$(cd "$HERE/.." && "$PYTHON" -c 'import glob
+from export.env import env_dir, env_ready
+print((glob.glob(str(env_dir("mnn") / "lib" / "python3*" / "site-packages")) + [""])[0] if env_ready("mnn") else "")' 2>/dev/null) || site=
+        engine=$(ls "$site"/_mnncengine*.so 2>/dev/null | head -1)
+        if [ -z "$engine" ]; then
+            say "mnn: ew_mnn skipped, the mnn toolchain env (MNN's wheel) is missing: \`make export MODEL=tiny-llama FORMAT=mnn\` creates it, then rerun"
+            missing="$missing mnn(ew_mnn)"
+            return 0
+        fi
+        build_ew_mnn "-DMNN_WHEEL_DIR=$site" "$engine" "$site"/mnn.libs/*.so*
+        return
+    fi
     need_src MNN_SRC mnn "https://github.com/alibaba/MNN" || return 0
     b=$CACHE/build/mnn-$ABI
     # shellcheck disable=SC2086
@@ -215,9 +295,77 @@ build_mnn() {
     cmake --build "$b" -j "$JOBS" --target llm_demo llm_bench
     cp -f "$b/llm_demo" "$b/llm_bench" "$OUT/bin/"
     say "mnn: $OUT/bin/llm_demo, llm_bench"
+    [ "$KIND" = ndk ] || return 0
+    # ew_mnn: the same options, as one shared libMNN.so (the LLM engine inside), with libc++_shared
+    # so that the std::string and std::vector crossing into MNN come from one C++ library.
+    MNN_STL=-DANDROID_STL=c++_shared
+    bs=$CACHE/build/mnn-shared-$ABI
+    # shellcheck disable=SC2086
+    cmake -S "$MNN_SRC" -B "$bs" $TOOLCHAIN $MNN_STL -DCMAKE_BUILD_TYPE=Release -DMNN_BUILD_LLM=ON -DMNN_LOW_MEMORY=ON \
+        -DMNN_CPU_WEIGHT_DEQUANT_GEMM=ON -DMNN_SUPPORT_TRANSFORMER_FUSE=ON -DMNN_BUILD_SHARED_LIBS=ON -DMNN_SEP_BUILD=OFF \
+        || { say "mnn: cmake configure of the shared libMNN failed (above)"; return 1; }
+    cmake --build "$bs" -j "$JOBS" --target MNN || { say "mnn: the shared libMNN build failed (above)"; return 1; }
+    case "$ABI" in arm64-v8a) triple=aarch64-linux-android ;; armeabi-v7a) triple=arm-linux-androideabi ;;
+        x86_64) triple=x86_64-linux-android ;; *) triple=i686-linux-android ;; esac
+    stl=$(ls "$ANDROID_NDK"/toolchains/llvm/prebuilt/*/sysroot/usr/lib/$triple/libc++_shared.so 2>/dev/null | head -1)
+    [ -n "$stl" ] || { say "mnn: no libc++_shared.so for $triple in $ANDROID_NDK"; return 1; }
+    build_ew_mnn "-DMNN_LIBS=$bs/libMNN.so" "$bs/libMNN.so" "$stl"
+}
+
+# ---- onnxruntime-genai: our runner ew_ort (android/runners/onnxruntime: one process per case, the
+# generator and its KV cache kept across requests, choices and JSON schemas), linked against a prebuilt
+# libonnxruntime-genai.so; it and libonnxruntime.so(.1) go to $OUT/lib (run_ew_ort.sh finds them there).
+#   host: the onnxruntime-genai wheel in $PYTHON's environment (make install-onnxruntime)
+#   Android (NDK): ORTGENAI_LIBS=a folder with libonnxruntime-genai.so and libonnxruntime.so for $ABI
+#     (jni/<abi> of the onnxruntime-genai and onnxruntime Android AARs, unpacked); not tried here.
+# With ORTGENAI_SRC (and ORT_HOME) onnxruntime-genai's stock model_benchmark is built too (run_onnxruntime.sh).
+build_ew_ort() {  # $1 = folder with libonnxruntime-genai.so, $2.. = libonnxruntime files to put beside it
+    gdir=$1; shift
+    runner_src=$HERE/runners/onnxruntime
+    sums=$(cat "$runner_src/ew_ort.cpp" "$runner_src/CMakeLists.txt" "$gdir/libonnxruntime-genai.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    ew=$CACHE/build/ew_ort-$ABI-$(digest "$TOOLCHAIN_ID")-$sums
+    if [ ! -x "$ew/ew_ort" ]; then
+        say "building ew_ort (android/runners/onnxruntime) against $gdir/libonnxruntime-genai.so"
+        rm -rf "$ew"
+        # shellcheck disable=SC2086
+        cmake -S "$runner_src" -B "$ew" -DCMAKE_BUILD_TYPE=Release -DORTGENAI_LIB_DIR="$gdir" \
+            $TOOLCHAIN >"$ew.cmake.log" 2>&1 || { say "ew_ort: cmake configure failed; see $ew.cmake.log"; return 1; }
+        cmake --build "$ew" -j "$JOBS" || { say "ew_ort build failed (above)"; return 1; }
+    fi
+    mkdir -p "$OUT/lib"
+    cp -f "$ew/ew_ort" "$OUT/bin/"
+    cp -f "$gdir/libonnxruntime-genai.so" "$OUT/lib/"
+    for lib in "$@"; do cp -f "$lib" "$OUT/lib/$(basename "$lib" | sed 's/\.so\.1\.[0-9.]*$/.so.1/')"; done
+    say "ortgenai: $OUT/bin/ew_ort, libraries in $OUT/lib"
 }
 
 build_ortgenai() {
+    if [ "$ABI" = host ]; then
+        # The wheel's libonnxruntime-genai.so, and onnxruntime's libonnxruntime.so.1.x (it dlopens libonnxruntime.so.1).
+        found=$("$PYTHON" -c 'import os, onnxruntime_genai as g, onnxruntime as o
+print(os.path.dirname(g.__file__)); print(os.path.join(os.path.dirname(o.__file__), "capi"))' 2>/dev/null) || found=
+        gdir=$(printf '%s\n' "$found" | sed -n 1p)
+        odir=$(printf '%s\n' "$found" | sed -n 2p)
+        ortlib=$(ls "$odir"/libonnxruntime.so.1* 2>/dev/null | head -1)
+        if [ -z "$gdir" ] || [ ! -f "$gdir/libonnxruntime-genai.so" ] || [ -z "$ortlib" ]; then
+            say "ortgenai: skipped, $PYTHON has no onnxruntime-genai wheel (libonnxruntime-genai.so and onnxruntime's libonnxruntime.so.1): make install-onnxruntime, or PYTHON=.venv/bin/python"
+            missing="$missing ortgenai"
+            return 0
+        fi
+        build_ew_ort "$gdir" "$ortlib"
+        return
+    fi
+    if [ -n "${ORTGENAI_LIBS:-}" ]; then
+        if [ ! -f "$ORTGENAI_LIBS/libonnxruntime-genai.so" ] || [ ! -f "$ORTGENAI_LIBS/libonnxruntime.so" ]; then
+            say "ortgenai: ORTGENAI_LIBS=$ORTGENAI_LIBS lacks libonnxruntime-genai.so or libonnxruntime.so for $ABI (unpack jni/$ABI of the onnxruntime-genai and onnxruntime Android AARs there)"
+            return 1
+        fi
+        build_ew_ort "$ORTGENAI_LIBS" "$ORTGENAI_LIBS/libonnxruntime.so" || return 1
+    else
+        say "ortgenai: ew_ort skipped, set ORTGENAI_LIBS to a folder with libonnxruntime-genai.so and libonnxruntime.so for $ABI (jni/$ABI of the onnxruntime-genai and onnxruntime Android AARs)"
+        missing="$missing ortgenai(ew_ort)"
+    fi
+    [ -n "${ORTGENAI_SRC:-}" ] || return 0
     need_src ORTGENAI_SRC ortgenai "https://github.com/microsoft/onnxruntime-genai (and ORT_HOME: an onnxruntime Android AAR unpacked)" || return 0
     [ -n "${ORT_HOME:-}" ] || { say "ortgenai: skipped, set ORT_HOME to an onnxruntime build for $ABI (headers + libonnxruntime.so)"; missing="$missing ortgenai"; return 0; }
     b=$CACHE/build/ortgenai-$ABI

@@ -117,3 +117,29 @@ measured() {
         rc=$?
     fi
 }
+
+# ew_finish NAME, after one of our runners (ew_llama, ew_ort) ran the case as
+#   $PIN "$EXE" ... </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"; rc=$?
+# passes its records on (not its EW_NEXT lines); when it failed without saying why itself, one
+# EW_ERROR sentence naming the request it was running and its last log lines; then EW_DONE, or exit 5.
+ew_finish() {
+    grep -v '^EW_NEXT ' "$OUT/records.txt"
+    if [ "$rc" -ne 0 ] && ! grep -q '^EW_ERROR ' "$OUT/records.txt"; then
+        running=$(sed -n 's/^EW_NEXT request //p' "$OUT/records.txt" | tail -1)
+        finished=$(sed -n 's/^EW_END request //p' "$OUT/records.txt" | tail -1)
+        if [ -n "$running" ] && [ "$running" != "$finished" ]; then where="while running request $running"
+        elif [ -n "$running" ]; then where="after request $running"
+        else where="before its first request"; fi
+        if grep -q 'error while loading shared libraries\|library.*not found\|cannot open shared object\|Failed to load onnxruntime' "$OUT/log.txt"; then
+            why="could not start: a shared library is missing"
+        elif [ "$rc" -gt 128 ]; then
+            why="was killed by signal $((rc - 128))"
+        else
+            why="exited with status $rc"
+        fi
+        last=$(grep -v '^$' "$OUT/log.txt" | tail -3 | tr '\n' ' ')
+        echo "EW_ERROR $1 $why $where${last:+; its last log lines: $last}"
+    fi
+    [ "$rc" -eq 0 ] || exit 5
+    echo "EW_DONE"
+}

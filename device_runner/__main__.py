@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     phone.add_argument("--cooldown", type=float, default=0.0, metavar="S", help="pause after each case")
     phone.add_argument("--affinity", default=None, metavar="HEXMASK", help="taskset CPU mask for the runner")
     phone.add_argument("--runner-bin", type=Path, default=None,
-                       help="folder with the runner binaries for the phone (ew_llama, llama_main, llm_demo, model_benchmark; default android/build/<abi>/bin)")
+                       help="folder with the runner binaries for the phone (ew_llama, ew_et, ew_mnn, ew_ort; their libraries in ../lib; default android/build/<abi>/bin)")
     phone.add_argument("--stage-dir", default="/data/local/tmp/edgewise", help="where files go on the phone")
     return parser
 

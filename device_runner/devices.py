@@ -50,8 +50,8 @@ def _check_phone_artifact(runtime: str, artifact: Path) -> None:
         runner = {"qnn": "qnn_llama_runner", "mediatek": "mtk_llama_executor_runner"}.get(backend, "its own runner")
         raise HarnessError(
             f"{artifact} is an ExecuTorch export for the {backend} backend; it runs with executorch's {runner}, "
-            "which device_runner does not drive yet (android/run_executorch.sh runs llama_main on XNNPACK .pte "
-            "files). Run that runner on the phone by hand, or export with backend xnnpack for device_runner."
+            "which device_runner does not drive yet (its ExecuTorch runner, ew_et, runs XNNPACK .pte files). Run "
+            "that runner on the phone by hand, or export with backend xnnpack for device_runner."
         )
 
 

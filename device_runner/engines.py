@@ -149,9 +149,10 @@ def llamacpp_perf(lines: list[str]) -> dict[str, float]:
     return out
 
 
-def ew_llama_completion(record: Record) -> tuple[str, str, Timings]:
-    """(text, finish reason, timings) of one request as ew_llama reports it (EW_STAT): the same
-    quantities the host runtime measures (runtimes/llamacpp.py), in the same process."""
+def ew_llama_completion(record: Record, runner: str = "ew_llama") -> tuple[str, str, Timings]:
+    """(text, finish reason, timings) of one request as our runners report it (EW_STAT; ew_llama,
+    ew_ort): the same quantities the host runtime measures, in the same process.  `runner` names it
+    in messages."""
     st = record.stats
     try:
         def num(key: str) -> float:
@@ -173,7 +174,7 @@ def ew_llama_completion(record: Record) -> tuple[str, str, Timings]:
         )
         return record.text, st.get("finish", "length"), timings
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"ew_llama's EW_STAT line of request {record.id} lacks or garbles {exc}") from None
+        raise ValueError(f"{runner}'s EW_STAT line of request {record.id} lacks or garbles {exc}") from None
 
 
 END_OF_TEXT = " [end of text]\n"

@@ -8,12 +8,19 @@ and hand back `Completion`s exactly as a host runtime does.  `RUNNERS` has one r
 its columns (constrained decoding, one-line prompts, pushes, libraries, record format) replace
 branches on names.  llama.cpp runs our own runner, ew_llama (android/runners/llamacpp): one
 process per case, the KV cache kept across requests, GBNF grammars with the greedy fast path.
-The ExecuTorch, MNN and onnxruntime-genai runner binaries have no grammar, so a request with
-choices or a JSON schema is refused for them with a sentence before anything is pushed.
+onnxruntime-genai runs ours too, ew_ort (android/runners/onnxruntime): the same contract, choices
+and JSON schemas applied as the host adapter applies them ("plain" constraint files).
+MNN runs ours too, ew_mnn (android/runners/mnn): choices as the host adapter applies them, a JSON
+schema decoded free (rows say so: Runner.schema_decoding).
+ExecuTorch runs ours too, ew_et (android/runners/executorch): choices as the host adapter applies
+them, a JSON schema decoded free (rows say so), prompts tokenized here (device_runner/et_tokens.py).
+A runner row with constrained=False refuses a request with choices or a JSON schema with a
+sentence before anything is pushed.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -29,7 +36,7 @@ from eval.errors import HarnessError, unknown_name
 from export.catalogue import SINGLE_FILE_FORMATS
 from runtimes import Completion, Request, RuntimeInfo, runtime_spec
 from runtimes.llamacpp_sampler import choices_grammar, schema_grammar
-from runtimes.versions import LLAMACPP_VERSION
+from runtimes.versions import LLAMACPP_VERSION, ONNXRUNTIME_GENAI_VERSION
 
 from . import engines
 from .adb import q
@@ -65,23 +72,48 @@ class Runner:
     decoding: str = "free"  # how choices / json_schema are applied on the phone, as rows record it
     one_line_prompts: bool = False  # reads one prompt per line (MNN's llm_demo)
     seq_len_column: bool = True  # requests.tsv carries prompt + output tokens (llama_main's --seq_len)
-    pushes_libraries: bool = True  # pushes android/build/<abi>/lib/*.so beside the binary
+    pushes_libraries: bool = True  # pushes its shared libraries from android/build/<abi>/lib beside the binary
+    libraries: tuple[str, ...] = ("*.so*",)  # which ones (file name patterns): the folder holds every engine's
     artifact_files: Callable[[Path, list[Path]], list[Path]] | None = None  # which artifact files to push
     # How a constrained request's GRAMMAR_FILE column reaches the runner: "gbnf" (one GBNF grammar,
     # llama.cpp's), or "plain": the choices as a .choices file (one choice per line, exact UTF-8) or
     # the JSON schema as a .schema.json file; the runner applies them itself.
     grammar_format: str = "gbnf"
+    # How a JSON-schema request is decoded where that differs from `decoding` (rows record it).
+    schema_decoding: str | None = None
+    # The host tokenizes for the runner (device_runner/et_tokens.py, in the executorch toolchain env):
+    # ID.tokens per request, G.choices.first beside each .choices, and ew_et.vocab pushed with the model.
+    host_tokens: bool = False
+    build_note: str = ""  # said after "Build it: ..." when the binary is missing (what that build cannot do)
 
 
 RUNNERS = {
     "llamacpp": Runner("run_ew_llama.sh", "ew_llama", f"llama.cpp {LLAMACPP_VERSION}", "llamacpp",
                        constrained=True, report="ew", decoding="gbnf", seq_len_column=False,
                        pushes_libraries=False),
-    "executorch": Runner("run_executorch.sh", "llama_main", "ExecuTorch", "executorch", constrained=False,
-                         report="engine"),
-    "mnn": Runner("run_mnn.sh", "llm_demo", "MNN", "mnn", constrained=False, report="engine", one_line_prompts=True),
-    "onnxruntime": Runner("run_onnxruntime.sh", "model_benchmark", "onnxruntime-genai", "ortgenai",
-                          constrained=False, report="engine", artifact_files=_onnx_files),
+    # Our ExecuTorch runner, ew_et (android/runners/executorch): choices by the host's prefix rule; a
+    # JSON schema decodes free there (no llguidance for phones), and rows say so.  The stock llama_main
+    # (android/run_executorch.sh) stays for measuring by hand.
+    "executorch": Runner("run_ew_et.sh", "ew_et", "ExecuTorch", "executorch", constrained=True, report="ew",
+                         decoding="greedy-constrained (choices: prefix rule)", schema_decoding="free",
+                         grammar_format="plain", seq_len_column=False, pushes_libraries=True, host_tokens=True,
+                         libraries=("libexecutorch*.so*",),
+                         build_note=" ew_et is built only with --abi host so far (`make android-host`): it links the "
+                                    "executorch wheel, whose libraries are glibc (manylinux), not Android's bionic."),
+    # Our MNN runner, ew_mnn (android/runners/mnn): choices by the host's prefix rule, each prompt
+    # evaluated whole as the host adapter does; a JSON schema decodes free there (no llguidance for
+    # phones), and rows say so.  The stock llm_demo (android/run_mnn.sh) stays for measuring by hand.
+    "mnn": Runner("run_ew_mnn.sh", "ew_mnn", "MNN", "mnn", constrained=True, report="ew",
+                  decoding="greedy-constrained (choices: prefix rule)", schema_decoding="free",
+                  grammar_format="plain", seq_len_column=False, pushes_libraries=True,
+                  libraries=("_mnncengine*.so*", "libMNN*.so*", "libgomp*.so*", "libc++_shared.so")),
+    # Our onnxruntime-genai runner, ew_ort (android/runners/onnxruntime); android/run_onnxruntime.sh
+    # (the stock model_benchmark: timings, no text, no grammar) stays for measuring by hand.
+    "onnxruntime": Runner("run_ew_ort.sh", "ew_ort", f"onnxruntime-genai {ONNXRUNTIME_GENAI_VERSION}", "ortgenai",
+                          constrained=True, report="ew",
+                          decoding="greedy-constrained (choices: prefix rule; schema: llguidance)",
+                          grammar_format="plain", seq_len_column=False, pushes_libraries=True,
+                          libraries=("libonnxruntime*.so*",), artifact_files=_onnx_files),
 }
 PHONE_RUNTIMES = tuple(RUNNERS)
 
@@ -92,7 +124,7 @@ def runner_bin_for(abi: str | None, options: PhoneOptions, runtime: str = "llama
     if not (folder / runner.binary).is_file():
         raise HarnessError(f"No {runner.binary} ({runner.engine}'s runner for --runtime {runtime}) for {abi} in "
                            f"{folder}. Build it: ANDROID_NDK=/path/to/ndk android/build.sh --abi {abi} --only "
-                           f"{runner.build} (or pass --runner-bin DIR).")
+                           f"{runner.build} (or pass --runner-bin DIR).{runner.build_note}")
     return folder
 
 
@@ -138,7 +170,8 @@ def _constraint_file(request: Request, runner: Runner) -> tuple[str, str | None]
     elif request.choices is not None:
         text, suffix = "\n".join(request.choices), ".choices"
     elif request.json_schema is not None:
-        text, suffix = json.dumps(request.json_schema, sort_keys=True), ".schema.json"
+        # Keys in the schema's own order: llguidance writes an object's properties in that order.
+        text, suffix = json.dumps(request.json_schema), ".schema.json"
     else:
         text = None
     if text is None:
@@ -173,6 +206,8 @@ class PhoneRuntime:
         self.remote_script = f"{base}/scripts/{self.runner.script}"
         self.cases_dir = f"{base}/cases/{_safe(phone.serial)}"
         self._vocab: Any = None
+        self._tokenizer_proc: Any = None  # device_runner/et_tokens.py, for runners with host_tokens
+        self._tokenizer_err: Any = None  # its stderr (a temporary file)
         self._extra: dict[str, Any] = {}
         self._bin_sha: str | None = None
         self._local_bin: Path | None = None
@@ -198,19 +233,27 @@ class PhoneRuntime:
         local_bin = self._local_bin
 
         def push_all() -> None:
-            self.phone.stage(ANDROID_DIR / self.runner.script, self.remote_script)
-            self.phone.stage(ANDROID_DIR / "common.sh", f"{self.remote_script.rsplit('/', 1)[0]}/common.sh")
-            self.phone.stage(local_bin / self.runner.binary, f"{self.remote_bin}/{self.runner.binary}", executable=True)
+            # One stage_all: every sha256 compared, then the phone's free space checked for all that is
+            # missing, before anything is pushed.
+            items = [(ANDROID_DIR / self.runner.script, self.remote_script, False),
+                     (ANDROID_DIR / "common.sh", f"{self.remote_script.rsplit('/', 1)[0]}/common.sh", False),
+                     (local_bin / self.runner.binary, f"{self.remote_bin}/{self.runner.binary}", True)]
             libs = local_bin.parent / "lib"  # shared libraries android/build.sh puts next to bin/
             if self.runner.pushes_libraries and libs.is_dir():
-                for lib in sorted(libs.glob("*.so*")):
-                    self.phone.stage(lib, f"{self.remote_bin}/{_safe(lib.name)}")
-            if self.artifact.is_dir():
-                for path in self._artifact_files():
-                    rel = "/".join(_safe(part) for part in path.relative_to(self.artifact).parts)
-                    self.phone.stage(path, f"{self.remote_model}/{rel}")
-            else:
-                self.phone.stage(self.artifact, self.remote_model)
+                items += [(lib, f"{self.remote_bin}/{_safe(lib.name)}", False) for lib in sorted(libs.iterdir())
+                          if any(fnmatch.fnmatch(lib.name, pattern) for pattern in self.runner.libraries)]
+            with tempfile.TemporaryDirectory() as tmp:
+                if self.runner.host_tokens:
+                    vocab = Path(tmp) / "ew_et.vocab"
+                    vocab.write_text(self._host_tokens({"vocab": True})["vocab"], encoding="utf-8")
+                    items.append((vocab, f"{self.remote_model}/ew_et.vocab", False))
+                if self.artifact.is_dir():
+                    for path in self._artifact_files():
+                        rel = "/".join(_safe(part) for part in path.relative_to(self.artifact).parts)
+                        items.append((path, f"{self.remote_model}/{rel}", False))
+                else:
+                    items.append((self.artifact, self.remote_model, False))
+                self.phone.stage_all(items)
         self.phone.retrying(push_all)
         self._staged = True
 
@@ -224,12 +267,26 @@ class PhoneRuntime:
             "transport": self.options.transport, "repeat": self.options.repeat, "warmup": self.options.warmup,
             "affinity": self.options.affinity, "runner": f"android/{self.runner.script}",
             "decoding": self.runner.decoding,
-            **({"grammar_fast_path": True} if self.runner.report == "ew" else {}),
+            **({"schema_decoding": self.runner.schema_decoding} if self.runner.schema_decoding else {}),
+            **({"grammar_fast_path": True} if self.runner.report == "ew" and self.runner.grammar_format == "gbnf"
+               else {}),
         })
 
+    @property
+    def max_context(self) -> int | None:
+        """Positions an ExecuTorch .pte holds (its export's max_seq_len, pte_config.json), as the host
+        runtime reports them; None for the other formats."""
+        config = self.artifact / "pte_config.json" if self.artifact.is_dir() else None
+        if config is None or not config.is_file():
+            return None
+        return int(json.loads(config.read_text()).get("max_seq_len") or 0) or None
+
     def count_tokens(self, text: str) -> int:
-        """The model's own tokenizer on the host (llama.cpp's vocab-only load of the GGUF, or the
-        artifact folder's tokenizer.json), as the host runner counts; else a rough count."""
+        """The model's own tokenizer on the host (llama.cpp's vocab-only load of the GGUF, the
+        executorch env's tokenizer for runners that take ids, or the artifact folder's
+        tokenizer.json), as the host runner counts; else a rough count."""
+        if self.runner.host_tokens:
+            return int(self._host_tokens({"count": [text]})["counts"][0])
         if self._vocab is None:
             try:
                 if runtime_spec(self.runtime).artifact_format == "gguf":
@@ -270,10 +327,24 @@ class PhoneRuntime:
             return text.removeprefix(bos) if bos else text  # llama.cpp's tools add BOS themselves
         from runtimes.onnxruntime import render_chat
 
+        if runtime_spec(self.runtime).artifact_format == "mnn" and \
+                not (self.artifact / "tokenizer_config.json").is_file():
+            from runtimes.mnn import render_llm_config_chat  # as the host mnn adapter: llm_config.json's template
+
+            return render_llm_config_chat(self.artifact, request.messages)
         return render_chat(self.artifact, request.messages)
 
     def close(self) -> None:
         self._vocab = None
+        if self._tokenizer_proc is not None:  # et_tokens.py ends when its stdin closes
+            proc, self._tokenizer_proc = self._tokenizer_proc, None
+            for stream in (proc.stdin, proc.stdout, self._tokenizer_err):
+                if stream is not None:
+                    stream.close()
+            try:
+                proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a helper that does not end is stopped
+                proc.kill()
 
     def row_extra(self) -> dict[str, Any]:
         return self._extra
@@ -345,13 +416,28 @@ class PhoneRuntime:
         prefixes: dict[str, str] = {}
         lines = []
         files: dict[str, bytes] = {}
+        tokens = None
+        choice_index: dict[tuple[str, ...], int] = {}
+        if self.runner.host_tokens:  # the runner reads ids, not text: the host's tokenizer makes them
+            for request in requests:
+                if request.choices is not None:
+                    choice_index.setdefault(request.choices, len(choice_index))
+            tokens = self._host_tokens({
+                "requests": [{"prompt": r.prompt} if r.prompt is not None else {"messages": [dict(m) for m in r.messages]}
+                             for r in requests],
+                "choices": [list(c) for c in choice_index]})
         for index, request in enumerate(requests):
             rid = f"{index:04d}"
             prompt = request.prompt if request.prompt is not None else self._chat_text(request)
             files[f"{rid}.prompt"] = prompt.encode()
+            if tokens is not None:
+                files[f"{rid}.tokens"] = " ".join(str(t) for t in tokens["ids"][index]).encode()
             gname, grammar = _constraint_file(request, self.runner) if self.runner.constrained else ("-", None)
             if grammar is not None:
                 files[gname] = grammar.encode()
+                if tokens is not None and request.choices is not None:
+                    rows = tokens["first"][choice_index[request.choices]]
+                    files[gname + ".first"] = "".join("\t".join(str(v) for v in row) + "\n" for row in rows).encode()
             pname = "-"
             if request.cache_prefix:
                 pname = prefixes.setdefault(request.cache_prefix,
@@ -372,6 +458,43 @@ class PhoneRuntime:
                 info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue(), digest.hexdigest()[:16]
+
+    def _host_tokens(self, job: dict[str, Any]) -> dict[str, Any]:
+        """device_runner/et_tokens.py in the executorch toolchain env (the host runtime's tokenizer),
+        one process kept for this runtime's jobs (closed by close())."""
+        import subprocess
+
+        from export import env as export_env
+
+        if not export_env.env_ready("executorch"):
+            raise HarnessError(f"{self.runner.binary} takes token ids that the host makes with the model's own "
+                               "tokenizer, in the executorch toolchain env, which is not there yet: run "
+                               "`make export MODEL=... FORMAT=executorch` once (it creates the env).")
+        if self._tokenizer_proc is None or self._tokenizer_proc.poll() is not None:
+            self._tokenizer_err = tempfile.TemporaryFile("w+")  # (a pipe nobody reads could fill up)
+            self._tokenizer_proc = subprocess.Popen(
+                [str(export_env.env_python("executorch")), str(Path(__file__).with_name("et_tokens.py"))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._tokenizer_err, text=True,
+                env=export_env.worker_env(), cwd=PROJECT_ROOT)
+        proc = self._tokenizer_proc
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps({"folder": str(self.artifact), **job}) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        answer = json.loads(line) if line.strip() else None
+        if answer is None or "error" in answer:
+            if answer:
+                why = answer["error"]
+            else:
+                proc.wait(timeout=30)
+                self._tokenizer_err.seek(0)
+                why = (self._tokenizer_err.read().strip().splitlines() or ["it stopped without a word"])[-1]
+            raise HarnessError(f"Tokenizing the requests for {self.runner.binary} failed in the executorch toolchain "
+                               f"env: {why}. Check that {self.artifact} holds the tokenizer files of its export.")
+        return answer
 
     def _run_batch(self, requests: list[Request]) -> list[list[Completion]]:
         """All repetitions (warm-up first) of one user's requests; raises LinkLost to be retried."""
@@ -418,7 +541,7 @@ class PhoneRuntime:
             if record is None:
                 raise DeviceStopped(f"{self.phone.serial}: no output for request {index} from {self.runner.binary}")
             try:
-                text, reason, timings = engines.ew_llama_completion(record)
+                text, reason, timings = engines.ew_llama_completion(record, self.runner.binary)
             except ValueError as exc:
                 raise DeviceStopped(f"{self.phone.serial}: {exc}") from None
             out.append(Completion(text, timings, reason))

@@ -60,6 +60,22 @@ def tokenizer_header(path: Path) -> tuple[set[int], set[int]]:
     return set(ids[:n_special]), set(ids[n_special:n_special + n_stop])
 
 
+def render_llm_config_chat(folder: Path, messages: tuple[dict[str, str], ...]) -> str:
+    """Chat messages as text through the chat template MNN's export writes into llm_config.json
+    (jinja.chat_template, bos, eos); used when the folder has no tokenizer_config.json (the host
+    adapter here and device_runner's phone path render the same text)."""
+    path = folder / "llm_config.json"
+    jinja = json.loads(path.read_text()).get("jinja", {}) if path.is_file() else {}
+    template = jinja.get("chat_template")
+    if not template:
+        raise HarnessError(f"The model {folder} has no chat template; send a raw prompt.")
+    import jinja2
+
+    return jinja2.Environment().from_string(template).render(
+        messages=list(messages), add_generation_prompt=True, bos_token=jinja.get("bos", ""),
+        eos_token=jinja.get("eos", ""))
+
+
 class MnnModel:
     """One MNN LLM folder: prefill / step with the KV cache, every position's logits, its tokenizer."""
 
@@ -185,14 +201,7 @@ class MnnRuntime:
         return out
 
     def _render(self, messages: tuple[dict[str, str], ...]) -> str:
-        template = self._jinja.get("chat_template")
-        if not template:
-            raise HarnessError(f"The model {self._folder} has no chat template; send a raw prompt.")
-        import jinja2
-
-        return jinja2.Environment().from_string(template).render(
-            messages=list(messages), add_generation_prompt=True, bos_token=self._jinja.get("bos", ""),
-            eos_token=self._jinja.get("eos", ""))
+        return render_llm_config_chat(self._folder, messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenize(text))

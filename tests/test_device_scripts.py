@@ -203,71 +203,6 @@ def phone(tmp_path: Path, key: Path) -> Iterator[FakeAdbd]:
         yield dev
 
 
-def _phone_runtime(dev: FakeAdbd, key: Path, runtime: str, bin_dir: Path, artifact: Path):
-    from device_runner.facts import device_facts
-    from device_runner.phone import Phone, PhoneOptions
-    from device_runner.phone_runtime import PhoneRuntime
-
-    p = Phone(dev.serial, PhoneOptions(transport_options={"key": key}, runner_bin=bin_dir))
-    p.connect()
-    facts = device_facts(p.t)
-    facts["name"] = dev.serial
-    return p, PhoneRuntime(p, facts, artifact, 2048, 2, runtime)
-
-
-@needs_fakeadbd
-@pytest.mark.parametrize("runtime", list(RUNNERS))
-def test_phone_runs_a_batch_end_to_end(phone: FakeAdbd, key: Path, tmp_path: Path, runtime: str) -> None:
-    from runtimes import GenerationSettings, Request
-
-    bin_dir = fake_bin(tmp_path / "bin", runtime)
-    artifact = fake_artifact(tmp_path / runtime, runtime)
-    if runtime == "onnxruntime":  # export/onnx.py's ORT-format copy, which genai_config.json does not load
-        (artifact / "mobile").mkdir()
-        (artifact / "mobile" / "model.ort").write_bytes(b"ORT")
-    p, rt = _phone_runtime(phone, key, runtime, bin_dir, artifact)
-    try:
-        rt.load()
-        requests = [Request(prompt=f"Q: device {i}? A:", settings=GenerationSettings(max_tokens=8)) for i in range(2)]
-        completions = rt.generate(requests)
-    finally:
-        p.close()
-    assert len(completions) == 2
-    for c in completions:
-        assert c.text == ("" if runtime == "onnxruntime" else " 47")
-        assert c.timings.prefill_tps == 200 and c.timings.decode_tps == 50 and c.timings.peak_rss_mb
-    for name, data in RUNNERS[runtime][3].items():  # the artifact folder was pushed file by file
-        assert phone.host_path(f"{rt.remote_model}/{name}").read_bytes() == data
-    assert phone.host_path(f"{rt.remote_bin}/{RUNNERS[runtime][1]}").is_file()
-    assert not phone.host_path(f"{rt.remote_model}/mobile").exists()
-    info = rt.info()
-    assert info.name == runtime and info.details["runner"] == f"android/{RUNNERS[runtime][0]}"
-    assert rt.row_extra()["device"]["model"] == "Fake Pixel"
-
-
-@needs_fakeadbd
-@pytest.mark.parametrize("runtime", list(RUNNERS))
-def test_constrained_request_is_refused_before_any_push(phone: FakeAdbd, key: Path, tmp_path: Path,
-                                                        runtime: str) -> None:
-    from eval.errors import HarnessError
-    from runtimes import Request
-
-    artifact = fake_artifact(tmp_path / runtime, runtime)
-    p, rt = _phone_runtime(phone, key, runtime, fake_bin(tmp_path / "bin", runtime), artifact)
-    try:
-        rt.load()
-        with pytest.raises(HarnessError, match="llama.cpp is the engine that supports constrained decoding"):
-            rt.generate([Request(prompt="Q: A:", choices=(" 47", " none"))])
-        with pytest.raises(HarnessError, match="JSON schema"):
-            rt.generate([Request(prompt="Q: A:", json_schema={"type": "object"})])
-        if runtime == "mnn":
-            with pytest.raises(HarnessError, match="one prompt per line"):
-                rt.generate([Request(prompt="line one\nline two")])
-    finally:
-        p.close()
-    assert not phone.host_path(rt.remote_model).exists()
-
-
 def _main(dev: FakeAdbd, key: Path, out: Path, *extra: str) -> int:
     from device_runner.__main__ import main
 
@@ -288,9 +223,19 @@ def test_missing_binary_missing_artifact_and_refusal_are_sentences(phone: FakeAd
     assert _main(phone, key, tmp_path / "o2", "--strategy", "incremental", "--runtime", "executorch",
                  "--runner-bin", str(empty)) == 2
     err = capsys.readouterr().err
-    assert f"No llama_main (ExecuTorch's runner for --runtime executorch) for arm64-v8a in {empty}" in err
+    assert f"No ew_et (ExecuTorch's runner for --runtime executorch) for arm64-v8a in {empty}" in err
     assert "android/build.sh --abi arm64-v8a --only executorch" in err
-    bin_dir = fake_bin(tmp_path / "bin", "executorch")
+    # Every phone row now applies choices itself; the refusal, on a row that could not (the stock runners'):
+    from dataclasses import replace
+
+    from device_runner import phone_runtime
+
+    monkeypatch.setitem(phone_runtime.RUNNERS, "executorch",
+                        replace(phone_runtime.RUNNERS["executorch"], constrained=False, host_tokens=False))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ew_et").write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls.txt"\n')
+    (bin_dir / "ew_et").chmod(0o755)
     assert _main(phone, key, tmp_path / "o3", "--strategy", "incremental", "--runtime", "executorch",
                  "--runner-bin", str(bin_dir)) == 2
     err = capsys.readouterr().err
