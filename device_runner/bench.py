@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): `python -m device_runner.bench overhead|strategy-cost|models`.
+"""Benchmarks (not tests): `python -m device_runner.bench overhead|strategy-cost|phone-overhead|phone-engines|models`.
 
 - overhead: prefill and decode tok/s through runtimes.llamacpp against a minimal loop over
   llama.cpp's own C API (llama_decode + greedy sampler, through llama-cpp-python's ctypes
@@ -9,6 +9,10 @@
   host-built ew_llama: android/build.sh --abi host) against `--device host`, interleaved; wall
   time per request both ways, with and without the phone path's fixed cost per case (model load,
   ADB round trips).
+- phone-engines: every engine on the loopback phone with our host-built runners (ew_llama,
+  ew_et, ew_mnn, ew_ort), both model strategies, one `python -m device_runner` call, then the same
+  with `--device host`: per engine and strategy, the answers that differ, the scores and the
+  wall time per request both ways.
 - models: the model x strategy table (README, "Models and strategies"): a random-weight tiny
   model, SmolLM2 135M, Gemma 3 270M at Q4_K_M and Q8_0, each with every strategy, on the dev
   set and on a generated natural sample, llama.cpp, one thread; exact, Jaccard, s / update.
@@ -79,7 +83,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     runtime.load(path)
     prompt = " ".join(words.split()[: args.prompt_tokens * 3 // 4])
     tokens = runtime.tokenize(prompt)  # the very same tokens go to the reference loop
-    ours, ref = [], []
+    ours, ref, bench, phone = [], [], [], []
+    tools = _host_tools()
     for repeat in range(args.repeats):
         # Interleaved, and a fresh cache each time: no prefix reuse in either.
         runtime.reset_cache()
@@ -88,11 +93,19 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         ref.append(_reference_loop(llama_cpp, path, tokens, c.timings.generated_tokens or args.gen_tokens,
                                    runtime.n_threads,
                                    args.n_ctx, runtime.n_batch))
-        print(f"run {repeat + 1}: harness prefill {ours[-1][0]:.0f} decode {ours[-1][1]:.1f} tok/s "
-              f"({ours[-1][2]} tokens) | llama.cpp prefill {ref[-1][0]:.0f} decode {ref[-1][1]:.1f} tok/s",
-              flush=True)
+        line = (f"run {repeat + 1}: harness prefill {ours[-1][0]:.0f} decode {ours[-1][1]:.1f} tok/s "
+                f"({ours[-1][2]} tokens) | C-API loop prefill {ref[-1][0]:.0f} decode {ref[-1][1]:.1f}")
+        if tools:
+            n_gen = c.timings.generated_tokens or args.gen_tokens
+            bench.append(_llama_bench(tools["llama-bench"], path, len(tokens), n_gen, runtime.n_threads,
+                                      runtime.n_batch))
+            phone.append(_ew_llama_direct(tools["ew_llama"], path, prompt, n_gen, runtime.n_threads, args.n_ctx,
+                                          runtime.n_batch))
+            line += (f" | llama-bench prefill {bench[-1][0]:.0f} decode {bench[-1][1]:.1f}"
+                     f" | ew_llama prefill {phone[-1][0]:.0f} decode {phone[-1][1]:.1f}")
+        print(line + " tok/s", flush=True)
     runtime.close()
-    result = {
+    result: dict[str, Any] = {
         "gguf": path, "threads": runtime.n_threads, "prompt_tokens": len(tokens), "gen_tokens": args.gen_tokens,
         "harness_prefill_tps": statistics.median(o[0] for o in ours),
         "harness_decode_tps": statistics.median(o[1] for o in ours),
@@ -102,8 +115,69 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     result["prefill_ratio"] = result["harness_prefill_tps"] / result["llamacpp_prefill_tps"]
     result["decode_ratio"] = result["harness_decode_tps"] / result["llamacpp_decode_tps"]
     print(f"\nmedian of {args.repeats}: prefill ratio {result['prefill_ratio']:.3f}, "
-          f"decode ratio {result['decode_ratio']:.3f} (harness / llama.cpp; target >= 0.97)")
+          f"decode ratio {result['decode_ratio']:.3f} (harness / C-API loop; target >= 0.97)")
+    if tools:
+        for name, runs in (("llama_bench", bench), ("ew_llama", phone)):
+            result[f"{name}_prefill_tps"] = statistics.median(r[0] for r in runs)
+            result[f"{name}_decode_tps"] = statistics.median(r[1] for r in runs)
+        for name in ("harness", "ew_llama"):
+            for stage in ("prefill", "decode"):
+                result[f"{name}_{stage}_vs_llama_bench"] = (result[f"{name}_{stage}_tps"]
+                                                            / result[f"llama_bench_{stage}_tps"])
+        print(f"against llama-bench (pp{len(tokens)}; tg at depth {len(tokens)}): host runtime prefill "
+              f"{result['harness_prefill_vs_llama_bench']:.3f} decode {result['harness_decode_vs_llama_bench']:.3f}; "
+              f"ew_llama prefill {result['ew_llama_prefill_vs_llama_bench']:.3f} decode "
+              f"{result['ew_llama_decode_vs_llama_bench']:.3f} (target >= 0.97)")
+    else:
+        print("(llama-bench and ew_llama not built for this machine: `make android-host` adds them to this table)")
     return result
+
+
+def _host_tools() -> dict[str, Path] | None:
+    """android/build/host/bin's llama-bench and ew_llama (make android-host), or None."""
+    from device_runner.provenance import PROJECT_ROOT
+
+    folder = PROJECT_ROOT / "android" / "build" / "host" / "bin"
+    tools = {name: folder / name for name in ("llama-bench", "ew_llama")}
+    return tools if all(p.is_file() for p in tools.values()) else None
+
+
+def _llama_bench(exe: Path, model: str, n_prompt: int, n_gen: int, threads: int, n_batch: int) -> tuple[float, float]:
+    """llama-bench's (prefill tok/s over n_prompt tokens, decode tok/s of n_gen tokens after n_prompt),
+    with the harness's batch size and flash attention."""
+    import subprocess
+
+    def run(*extra: str) -> float:
+        cmd = [str(exe), "-m", model, "-t", str(threads), "-b", str(n_batch), "-ub", str(n_batch), "-fa", "on",
+               "-ngl", "0", "-r", "1", "-o", "json", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise HarnessError(f"llama-bench failed: {done.stderr.strip()[-300:]}")
+        return float(json.loads(done.stdout)[0]["avg_ts"])
+
+    return run("-p", str(n_prompt), "-n", "0"), run("-p", "0", "-n", str(n_gen), "-d", str(n_prompt))
+
+
+def _ew_llama_direct(exe: Path, model: str, prompt: str, n_gen: int, threads: int, n_ctx: int,
+                     n_batch: int) -> tuple[float, float]:
+    """Our phone runner run directly on this machine, one request: (prefill tok/s, decode tok/s)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as case:
+        Path(case, "0000.prompt").write_text(prompt)
+        Path(case, "requests.tsv").write_text(f"0000\t{n_gen}\t0.0\t0\t-\t-\n")
+        done = subprocess.run([str(exe), "--model", model, "--case", case, "--threads", str(threads),
+                               "--ctx", str(n_ctx), "--batch", str(n_batch)],
+                              capture_output=True, text=True, timeout=1800)
+    stats = dict(item.split("=", 1) for line in done.stdout.splitlines() if line.startswith("EW_STAT ")
+                 for item in line.split()[1:])
+    if done.returncode != 0 or not stats:
+        raise HarnessError(f"ew_llama failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    prefill = float(stats["evaluated_tokens"]) / (float(stats["prefill_ms"]) / 1000.0)
+    generated = int(stats["generated_tokens"])
+    decode = (generated - 1) / (float(stats["decode_ms"]) / 1000.0) if generated > 1 else float("nan")
+    return prefill, decode
 
 
 def strategy_cost(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,6 +320,84 @@ def _copy_libraries(phone: Any, binary: Path) -> None:
                 shutil.copy2(Path(path).resolve(), target)
 
 
+PHONE_ENGINES = ("llamacpp", "executorch", "mnn", "onnxruntime")
+
+
+def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
+    """The four engines through the loopback phone and on the host, the same users and requests."""
+    from device_runner.__main__ import main as run_main
+    from device_runner.adb import load_signer
+    from device_runner.phone_runtime import RUNNERS
+    from device_runner.provenance import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # the loopback phone lives with the tests
+    from fakeadbd import FakeAdbd, unavailable_reason
+
+    host_bin = PROJECT_ROOT / "android" / "build" / "host" / "bin"
+    if unavailable_reason() is not None:
+        raise HarnessError(f"No loopback phone here: {unavailable_reason()}")
+    missing = [RUNNERS[r].binary for r in PHONE_ENGINES if not (host_bin / RUNNERS[r].binary).is_file()]
+    if missing:
+        raise HarnessError(f"No host {', '.join(missing)}: run `make android-host` first.")
+    out: Path = args.out
+    common = ["--model", args.model, "--runtime", ",".join(PHONE_ENGINES), "--strategy", args.strategies,
+              "--data", "sample", "--sample-users", str(args.users), "--sample-sessions", str(args.sessions),
+              "--threads", str(args.threads), "--no-progress"]
+    key = out / "adbkey" / "adbkey"
+    load_signer(key)
+    walls: dict[str, float] = {}
+    with FakeAdbd(root=out / "phone-sandbox") as phone:
+        phone.keystore.add(Path(f"{key}.pub").read_text())
+        for runtime in PHONE_ENGINES:
+            _copy_libraries(phone, host_bin / RUNNERS[runtime].binary)
+        for where in ("phone", "host"):
+            device = ["--device", "host"] if where == "host" else [
+                "--device", phone.serial, "--adb-key", str(key), "--runner-bin", str(host_bin)]
+            print(f"--- {where}: python -m device_runner {' '.join(device + common)}", flush=True)
+            started = time.perf_counter()
+            if run_main([*device, "--out", str(out / where), "--resume", *common]) != 0:
+                raise HarnessError(f"The {where} run stopped; see above.")
+            walls[where] = time.perf_counter() - started
+    rows = {where: [json.loads(line) for line in (out / where / "results.jsonl").read_text().splitlines()]
+            for where in ("phone", "host")}
+    table = ["| engine | strategy | decoding on the phone | users | answers differing (phone vs host) | "
+             "exact phone / host | Jaccard phone / host | s per request phone / host |", "|---|---|---|---|---|---|---|---|"]
+    figures: dict[str, Any] = {"model": args.model, "walls_s": walls, "cases": []}
+    for runtime in PHONE_ENGINES:
+        for strategy in args.strategies.split(","):
+            pick = {w: sorted((r for r in rows[w] if r["runtime"] == runtime and r["strategy"] == strategy),
+                              key=lambda r: r["user"]) for w in rows}
+            if not pick["phone"] or not pick["host"]:
+                table.append(f"| {runtime} | {strategy} | - | - | no rows (phone {len(pick['phone'])}, host "
+                             f"{len(pick['host'])}) | - | - | - |")
+                continue
+            differ = sum(p["output"] != h["output"] for p, h in zip(pick["phone"], pick["host"]))
+
+            def mean(key: str, which: list[dict[str, Any]]) -> float:
+                return statistics.mean(r["score"][key] for r in which)
+
+            def per_request(which: list[dict[str, Any]]) -> float:
+                n = sum(r["timings"]["requests"] or 0 for r in which)
+                return sum(r["wall_s"] for r in which) / max(n, 1)
+
+            details = pick["phone"][0]["runtime_details"]
+            method = details.get("decoding", "?") + (f"; schema: {details['schema_decoding']}"
+                                                     if details.get("schema_decoding") else "")
+            case = {"runtime": runtime, "strategy": strategy, "users": len(pick["phone"]), "differ": differ,
+                    "exact": [mean("acc.routine_exact", pick[w]) for w in ("phone", "host")],
+                    "jaccard": [mean("jaccard.flattened", pick[w]) for w in ("phone", "host")],
+                    "s_per_request": [per_request(pick[w]) for w in ("phone", "host")], "decoding": method}
+            figures["cases"].append(case)
+            table.append(f"| {runtime} | {strategy} | {method} | {case['users']} | {differ} of {case['users']} "
+                         f"outputs | {case['exact'][0]:.1%} / {case['exact'][1]:.1%} | {case['jaccard'][0]:.3f} / "
+                         f"{case['jaccard'][1]:.3f} | {case['s_per_request'][0]:.2f} / {case['s_per_request'][1]:.2f} |")
+    text = "\n".join(table)
+    (out / "table.md").write_text(text + "\n")
+    print(f"\n{args.model}, {args.users} generated user(s) x {args.sessions} sessions, {args.threads} threads; "
+          f"whole runs: phone {walls['phone']:.0f} s, host {walls['host']:.0f} s\n{text}\n(also {out / 'table.md'})")
+    return figures
+
+
 # The models of the table: (model, its artifact or None for the catalogue's default, why it is there).
 TABLE_MODELS = (
     ("tiny-llama", None, "random weights: what the strategies score without a model"),
@@ -338,13 +490,20 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--threads", type=int, default=2)
     o.add_argument("--n-ctx", type=int, default=2048)
     o.add_argument("--repeats", type=int, default=3)
+    e = sub.add_parser("phone-engines")
+    e.add_argument("--model", default="smollm2-135m", help="a model exported to all four formats (artifacts/)")
+    e.add_argument("--strategies", default="incremental,single-pass")
+    e.add_argument("--users", type=int, default=1)
+    e.add_argument("--sessions", type=int, default=5)
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--out", type=Path, default=Path("results/phone-engines"))
     m = sub.add_parser("models")
     m.add_argument("--dev", default="../shared/data/edgewise-dev", help="the dev set's folder (skipped if absent)")
     m.add_argument("--sample-users", type=int, default=4)
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--out", type=Path, default=Path("results/models"))
     m.add_argument("--table-only", action="store_true", help="run nothing: the table of the rows already in --out")
-    for sp in (p, s, o, m):
+    for sp in (p, s, o, e, m):
         sp.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -353,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.data = str(write_sample(Path("results/bench-sample-data"), 2, 40, 0))
         result = {"overhead": overhead, "strategy-cost": strategy_cost, "phone-overhead": phone_overhead,
-                  "models": models}[args.command](args)
+                  "phone-engines": phone_engines, "models": models}[args.command](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

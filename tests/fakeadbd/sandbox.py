@@ -238,6 +238,20 @@ def find_mksh() -> Path | None:
                           "/usr/lib/klibc/bin/mksh", "/usr/lib/diet/bin/mksh"])
 
 
+def _proc_mounter() -> list[str] | None:
+    """argv prefix that runs a command in a private mount namespace with procfs mounted at $1 (root)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"])
+    unshare, mount = shutil.which("unshare", path=search), shutil.which("mount", path=search)
+    if os.geteuid() != 0 or unshare is None or mount is None:
+        return None
+    # (absolute paths: the command's environment has the phone's PATH)
+    return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c",
+            f'{mount} -t proc proc "$1" 2>/dev/null; shift; exec "$@"']
+
+
+_PROC_MOUNTER = _proc_mounter()
+
+
 @functools.cache
 def _isolation() -> tuple[str, str] | None:
     """("chroot", path) when root; ("userns", unshare path) when user namespaces work; else None."""
@@ -378,6 +392,7 @@ class DeviceSandbox:
             if not self.host(path).exists():
                 self.write_file(path, text)
         self._make_devices()
+        self._link_proc_self()
         shell_owned = [self.root / "data/local/tmp", self.root / "storage/emulated/0"]
         for folder in shell_owned:
             os.chmod(folder, 0o771)
@@ -413,6 +428,18 @@ class DeviceSandbox:
                 os.chmod(node, 0o666)
             except OSError:
                 pass  # a container without CAP_MKNOD: commands can still redirect elsewhere
+
+    def _link_proc_self(self) -> None:
+        """/proc/self -> /.proc/self, where each chroot command gets a real procfs (root only, see spawn).
+
+        A phone has procfs; onnxruntime reads /proc/self/fd/N to check where a model's external data
+        file really is, and fails without it.  The fixed /proc/meminfo and /proc/cpuinfo stay."""
+        if self.isolation != "chroot" or _PROC_MOUNTER is None:
+            return
+        (self.root / ".proc").mkdir(exist_ok=True)
+        link = self.root / "proc" / "self"
+        if not link.is_symlink():
+            link.symlink_to("/.proc/self")
 
     # -- paths --
 
@@ -565,6 +592,8 @@ class DeviceSandbox:
             as_user = [] if self.rooted else [f"--userspec={SHELL_UID}:{SHELL_UID}",
                                               f"--groups={SHELL_UID},1015"]
             argv = [self._tool, *as_user, str(self.root), *shell]
+            if _PROC_MOUNTER is not None:  # a mount namespace of its own: the procfs ends with the command
+                argv = [*_PROC_MOUNTER, "sh", str(self.root / ".proc"), *argv]
         else:  # user namespace: our own uid appears as root (rooted) or as the shell user
             as_user = (["--map-root-user"] if self.rooted else
                        [f"--map-user={SHELL_UID}", f"--map-group={SHELL_UID}"])
