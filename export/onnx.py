@@ -159,8 +159,24 @@ def mobile_usability(model: Path, log: Path) -> dict[str, Any]:
     return verdict
 
 
+# The ORT format is one flatbuffer, and flatbuffers stop at 2 GiB (onnxruntime issue #16573): a
+# larger model (Gemma 3 4B at int4: 2.7 GB) has no ORT-format copy.  onnxruntime-genai does not need
+# one: on a phone too it loads model.onnx with its external data (ew_ort does).
+ORT_FORMAT_LIMIT = 2**31 - 1
+
+
+def _model_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.onnx*") if p.is_file())
+
+
 def convert_to_ort(folder: Path, scratch: Path, log: Path) -> list[str]:
-    """ORT-format copies of the ONNX model(s) into folder/mobile/."""
+    """ORT-format copies of the ONNX model(s) into folder/mobile/; [] for a model over the format's limit."""
+    size = _model_bytes(folder)
+    if size > ORT_FORMAT_LIMIT:
+        print(f"[onnx] no ORT-format copy: the model is {size / 1e9:.2f} GB and the ORT format (a flatbuffer) "
+              "holds at most 2 GiB; onnxruntime-genai loads model.onnx and its external data on the phone too",
+              flush=True)
+        return []
     work = scratch / "ort"
     work.mkdir()
     for onnx_file in folder.glob("*.onnx"):
@@ -213,7 +229,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         set_provider(out, args.ep)
         print("[onnx] converting to ORT format (mobile/) and checking mobile usability", flush=True)
         ort_files = convert_to_ort(out, scratch, log)
-        usability = mobile_usability(out / "model.onnx", log)
+        if _model_bytes(out) > ORT_FORMAT_LIMIT:  # its shape inference serializes the whole model: 2 GiB at most
+            usability = {"skipped": "onnxruntime's checker serializes the whole model into one protobuf, "
+                                    "which holds at most 2 GiB"}
+        else:
+            usability = mobile_usability(out / "model.onnx", log)
         # The parity run uses the CPU EP whatever the target (the host has no NPU).
         run_dir = out
         if args.ep != "cpu":
@@ -238,6 +258,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "MatMulNBits weight-only, block 32, symmetric (builder default), accuracy_level 4 on CPU"},
             "details": {"execution_provider": args.ep, "provider_options": PROVIDER_OPTIONS[args.ep],
                         "ort_format": ort_files, "mobile_usability": usability,
+                        **({} if ort_files else {"ort_format_skipped": "the model is over the ORT format's 2 GiB "
+                                                 "limit (a flatbuffer); genai loads model.onnx + data"}),
                         "nnapi_selectable_by_genai": False,
                         "parity_execution_provider": "cpu"}}
 
