@@ -340,6 +340,8 @@ def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         raise HarnessError(f"No host {', '.join(missing)}: run `make android-host` first.")
     out: Path = args.out
+    if args.table_only:
+        return _phone_engines_table(args, out, {})
     common = ["--model", args.model, "--runtime", ",".join(PHONE_ENGINES), "--strategy", args.strategies,
               "--data", "sample", "--sample-users", str(args.users), "--sample-sessions", str(args.sessions),
               "--threads", str(args.threads), "--no-progress"]
@@ -358,9 +360,13 @@ def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
             if run_main([*device, "--out", str(out / where), "--resume", *common]) != 0:
                 raise HarnessError(f"The {where} run stopped; see above.")
             walls[where] = time.perf_counter() - started
+    return _phone_engines_table(args, out, walls)
+
+
+def _phone_engines_table(args: argparse.Namespace, out: Path, walls: dict[str, float]) -> dict[str, Any]:
     rows = {where: [json.loads(line) for line in (out / where / "results.jsonl").read_text().splitlines()]
             for where in ("phone", "host")}
-    table = ["| engine | strategy | decoding on the phone | users | answers differing (phone vs host) | "
+    table = ["| engine | strategy | decoding on the phone | users | output lines differing (phone vs host) | "
              "exact phone / host | Jaccard phone / host | s per request phone / host |", "|---|---|---|---|---|---|---|---|"]
     figures: dict[str, Any] = {"model": args.model, "walls_s": walls, "cases": []}
     for runtime in PHONE_ENGINES:
@@ -371,7 +377,13 @@ def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
                 table.append(f"| {runtime} | {strategy} | - | - | no rows (phone {len(pick['phone'])}, host "
                              f"{len(pick['host'])}) | - | - | - |")
                 continue
-            differ = sum(p["output"] != h["output"] for p, h in zip(pick["phone"], pick["host"]))
+            # Lines of the outputs: one per answer for `incremental` (session, slot, value), the JSON
+            # text for `single-pass`.
+            differ = total = 0
+            for p, h in zip(pick["phone"], pick["host"]):
+                a, b = p["output"].splitlines(), h["output"].splitlines()
+                differ += sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+                total += max(len(a), len(b))
 
             def mean(key: str, which: list[dict[str, Any]]) -> float:
                 return statistics.mean(r["score"][key] for r in which)
@@ -384,17 +396,19 @@ def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
             method = details.get("decoding", "?") + (f"; schema: {details['schema_decoding']}"
                                                      if details.get("schema_decoding") else "")
             case = {"runtime": runtime, "strategy": strategy, "users": len(pick["phone"]), "differ": differ,
+                    "lines": total,
                     "exact": [mean("acc.routine_exact", pick[w]) for w in ("phone", "host")],
                     "jaccard": [mean("jaccard.flattened", pick[w]) for w in ("phone", "host")],
                     "s_per_request": [per_request(pick[w]) for w in ("phone", "host")], "decoding": method}
             figures["cases"].append(case)
-            table.append(f"| {runtime} | {strategy} | {method} | {case['users']} | {differ} of {case['users']} "
-                         f"outputs | {case['exact'][0]:.1%} / {case['exact'][1]:.1%} | {case['jaccard'][0]:.3f} / "
+            table.append(f"| {runtime} | {strategy} | {method} | {case['users']} | {differ} of {total} "
+                         f"| {case['exact'][0]:.1%} / {case['exact'][1]:.1%} | {case['jaccard'][0]:.3f} / "
                          f"{case['jaccard'][1]:.3f} | {case['s_per_request'][0]:.2f} / {case['s_per_request'][1]:.2f} |")
     text = "\n".join(table)
     (out / "table.md").write_text(text + "\n")
-    print(f"\n{args.model}, {args.users} generated user(s) x {args.sessions} sessions, {args.threads} threads; "
-          f"whole runs: phone {walls['phone']:.0f} s, host {walls['host']:.0f} s\n{text}\n(also {out / 'table.md'})")
+    whole = f"; whole runs: phone {walls['phone']:.0f} s, host {walls['host']:.0f} s" if walls else ""
+    print(f"\n{args.model}, {args.users} generated user(s) x {args.sessions} sessions, {args.threads} threads"
+          f"{whole}\n{text}\n(also {out / 'table.md'})")
     return figures
 
 
@@ -497,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--sessions", type=int, default=5)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", type=Path, default=Path("results/phone-engines"))
+    e.add_argument("--table-only", action="store_true", help="run nothing: the table of the rows already in --out")
     m = sub.add_parser("models")
     m.add_argument("--dev", default="../shared/data/edgewise-dev", help="the dev set's folder (skipped if absent)")
     m.add_argument("--sample-users", type=int, default=4)
