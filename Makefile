@@ -185,7 +185,8 @@ bench-export: $(VENV)/.core
 ABI ?= arm64-v8a
 .PHONY: android android-host devices
 
-EW_LLAMA_SRC := android/runners/llamacpp/ew_llama.cpp android/runners/llamacpp/CMakeLists.txt
+EW_COMMON_SRC := android/runners/common/ew_runner.hpp
+EW_LLAMA_SRC := android/runners/llamacpp/ew_llama.cpp android/runners/llamacpp/CMakeLists.txt $(EW_COMMON_SRC)
 
 android/build/host/bin/ew_llama: android/build.sh $(EW_LLAMA_SRC)
 	CACHE=$(CACHE) LLAMACPP_VERSION=$(LLAMACPP_VERSION) PYTHON=$(PY) sh android/build.sh --abi host --only llamacpp
@@ -195,7 +196,7 @@ android-host: $(VENV)/.core android/build/host/bin/ew_llama
 # `make android-host` also builds our onnxruntime-genai runner ew_ort (android/runners/onnxruntime)
 # against the onnxruntime-genai wheel $(VENV)/.onnxruntime installs; its libonnxruntime-genai.so and
 # onnxruntime's libonnxruntime.so.1 go to android/build/host/lib.
-EW_ORT_SRC := android/runners/onnxruntime/ew_ort.cpp android/runners/onnxruntime/CMakeLists.txt
+EW_ORT_SRC := android/runners/onnxruntime/ew_ort.cpp android/runners/onnxruntime/CMakeLists.txt $(EW_COMMON_SRC)
 
 android/build/host/bin/ew_ort: android/build.sh $(EW_ORT_SRC) $(VENV)/.onnxruntime
 	CACHE=$(CACHE) PYTHON=$(PY) sh android/build.sh --abi host --only ortgenai

@@ -39,6 +39,8 @@ ANDROID_PLATFORM=${ANDROID_PLATFORM:-android-28}
 OUT=${OUT:-$HERE/build/$ABI}
 case "$OUT" in /*) ;; *) OUT=$(pwd)/$OUT ;; esac
 missing=""
+# The runners' shared header (android/runners/common): part of each runner's cache key (sha256 of its sources).
+COMMON_HPP=$HERE/runners/common/ew_runner.hpp
 
 say() { echo "build.sh: $*" >&2; }
 want() { case ",$ONLY," in *,"$1",*) return 0 ;; *) return 1 ;; esac; }
@@ -151,7 +153,7 @@ build_llamacpp() {
 # static libraries; cached by that build and the sha256 of the runner's source.
 build_ew_llama() {  # $1 = llama.cpp source, $2 = its build folder
     runner_src=$HERE/runners/llamacpp
-    sums=$(cat "$runner_src/ew_llama.cpp" "$runner_src/CMakeLists.txt" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    sums=$(cat "$runner_src/ew_llama.cpp" "$runner_src/CMakeLists.txt" "$COMMON_HPP" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
     ew=$CACHE/build/ew_llama-$(basename "$2")-$sums
     if [ ! -x "$ew/ew_llama" ]; then
         say "building ew_llama (android/runners/llamacpp) against $2"
@@ -211,7 +213,7 @@ print(env_python("executorch") if env_ready("executorch") else "")' 2>/dev/null)
         return 0
     fi
     runner_src=$HERE/runners/executorch
-    sums=$(cat "$runner_src/ew_et.cpp" "$runner_src/ew_llm_ops.cpp" "$runner_src/CMakeLists.txt" "$pkg/lib/libexecutorch.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    sums=$(cat "$runner_src/ew_et.cpp" "$runner_src/ew_llm_ops.cpp" "$runner_src/CMakeLists.txt" "$COMMON_HPP" "$pkg/lib/libexecutorch.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
     ew=$CACHE/build/ew_et-$ABI-$sums
     if [ ! -x "$ew/ew_et" ]; then
         say "building ew_et (android/runners/executorch) against $pkg"
@@ -256,7 +258,7 @@ build_executorch() {
 build_ew_mnn() {  # $1 = the cmake argument naming the engine, $2.. = libraries to put in $OUT/lib
     engine_arg=$1; shift
     runner_src=$HERE/runners/mnn
-    sums=$(cat "$runner_src/ew_mnn.cpp" "$runner_src/CMakeLists.txt" "$@" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    sums=$(cat "$runner_src/ew_mnn.cpp" "$runner_src/CMakeLists.txt" "$COMMON_HPP" "$@" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
     ew=$CACHE/build/ew_mnn-$ABI-$(digest "$TOOLCHAIN_ID")-$sums
     if [ ! -x "$ew/ew_mnn" ]; then
         say "building ew_mnn (android/runners/mnn) against $1"
@@ -322,7 +324,7 @@ print((glob.glob(str(env_dir("mnn") / "lib" / "python3*" / "site-packages")) + [
 build_ew_ort() {  # $1 = folder with libonnxruntime-genai.so, $2.. = libonnxruntime files to put beside it
     gdir=$1; shift
     runner_src=$HERE/runners/onnxruntime
-    sums=$(cat "$runner_src/ew_ort.cpp" "$runner_src/CMakeLists.txt" "$gdir/libonnxruntime-genai.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
+    sums=$(cat "$runner_src/ew_ort.cpp" "$runner_src/CMakeLists.txt" "$COMMON_HPP" "$gdir/libonnxruntime-genai.so" | { sha256sum 2>/dev/null || cksum; } | cut -c1-12)
     ew=$CACHE/build/ew_ort-$ABI-$(digest "$TOOLCHAIN_ID")-$sums
     if [ ! -x "$ew/ew_ort" ]; then
         say "building ew_ort (android/runners/onnxruntime) against $gdir/libonnxruntime-genai.so"

@@ -2,7 +2,8 @@
 # POSIX sh: runs under Android's mksh/toybox, busybox ash and Linux sh alike.
 # read_args, require_requests, use_engine_libs, refuse_grammar: the scripts' common front;
 # now_ms, wall_ms, setup_measuring (TIMEV, RSS_DIV, PIN), setup_affinity (PIN), measured and
-# end_record: timing, peak RSS and each record's tail.
+# end_record: timing, peak RSS and each record's tail; ew_run and ew_finish: our own runners'
+# (run_ew_*.sh) one process per case and its records.
 
 # read_args "$@": sets BIN, MODEL, CASE, AFFINITY, and THREADS / CTX (whose defaults a script may
 # set before calling it); an unknown argument ends the script.
@@ -118,10 +119,24 @@ measured() {
     fi
 }
 
-# ew_finish NAME, after one of our runners (ew_llama, ew_ort) ran the case as
-#   $PIN "$EXE" ... </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"; rc=$?
-# passes its records on (not its EW_NEXT lines); when it failed without saying why itself, one
-# EW_ERROR sentence naming the request it was running and its last log lines; then EW_DONE, or exit 5.
+# ew_run NAME ARG..., after read_args, require_exe and OUT: one of our runners (ew_llama, ew_ort,
+# ew_et, ew_mnn; they measure their own peak RSS and times) on the whole case: setup_affinity, then
+#   $PIN "$EXE" ARG... [--threads THREADS] </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"; rc=$?
+# and ew_finish NAME.
+ew_run() {
+    ew_name=$1; shift
+    setup_affinity
+    [ -n "$THREADS" ] && set -- "$@" --threads "$THREADS"
+    # shellcheck disable=SC2086
+    $PIN "$EXE" "$@" </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"
+    rc=$?
+    ew_finish "$ew_name"
+}
+
+# ew_finish NAME, after one of our runners ran the case (ew_run): passes its records on (not its
+# EW_NEXT lines, which name the request it started last); when it failed without saying why itself
+# (an EW_ERROR line of its own), one EW_ERROR sentence naming the request it was running and its last
+# log lines; then EW_DONE, or exit 5.
 ew_finish() {
     grep -v '^EW_NEXT ' "$OUT/records.txt"
     if [ "$rc" -ne 0 ] && ! grep -q '^EW_ERROR ' "$OUT/records.txt"; then

@@ -26,11 +26,4 @@ require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
 use_engine_libs
-setup_affinity  # PIN (--affinity); ew_et measures its own peak RSS (getrusage) and times
-
-set -- --model "$PTE" --case "$CASE" --vocab "$MODEL/ew_et.vocab"
-[ -n "$THREADS" ] && set -- "$@" --threads "$THREADS"
-# shellcheck disable=SC2086
-$PIN "$EXE" "$@" </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"
-rc=$?
-ew_finish ew_et
+ew_run ew_et --model "$PTE" --case "$CASE" --vocab "$MODEL/ew_et.vocab"  # common.sh: its records; EW_DONE

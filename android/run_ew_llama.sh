@@ -9,8 +9,8 @@
 #   ID <TAB> MAX_TOKENS <TAB> TEMPERATURE <TAB> SEED <TAB> GRAMMAR_FILE|- <TAB> PREFIX_FILE|-
 # and ID.prompt files.  ew_llama itself prints the records (EW_BEGIN / EW_STAT / EW_RC / EW_RSS_KB /
 # EW_WALL_MS / EW_TEXT / EW_END per request, see ew_llama.cpp); this script passes them on, and
-# when ew_llama fails says so in one EW_ERROR line naming the request it was running, then EW_DONE
-# only if it succeeded.
+# when ew_llama fails says so in one EW_ERROR line naming the request it was running (common.sh
+# ew_run, ew_finish), then EW_DONE only if it succeeded.
 set -u
 . "$(dirname "$0")/common.sh"
 CTX=4096
@@ -20,30 +20,5 @@ require_exe ew_llama "android/build.sh builds it"
 require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
-setup_affinity  # PIN (--affinity); ew_llama measures its own peak RSS (getrusage) and times
-
-set -- --model "$MODEL" --case "$CASE" --ctx "$CTX"
-[ -n "$THREADS" ] && set -- "$@" --threads "$THREADS"
-# shellcheck disable=SC2086
-$PIN "$EXE" "$@" </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"
-rc=$?
-# What it printed (records of the finished requests; EW_NEXT lines name the one it started last).
-grep -v '^EW_NEXT ' "$OUT/records.txt"
-if [ "$rc" -ne 0 ] && ! grep -q '^EW_ERROR ' "$OUT/records.txt"; then  # (else it said why itself)
-    running=$(sed -n 's/^EW_NEXT request //p' "$OUT/records.txt" | tail -1)
-    finished=$(sed -n 's/^EW_END request //p' "$OUT/records.txt" | tail -1)
-    if [ -n "$running" ] && [ "$running" != "$finished" ]; then where="while running request $running"
-    elif [ -n "$running" ]; then where="after request $running"
-    else where="before its first request"; fi
-    if grep -q 'error while loading shared libraries\|library.*not found\|cannot open shared object' "$OUT/log.txt"; then
-        why="could not start: a shared library is missing"
-    elif [ "$rc" -gt 128 ]; then
-        why="was killed by signal $((rc - 128))"
-    else
-        why="exited with status $rc"
-    fi
-    last=$(grep -v '^$' "$OUT/log.txt" | tail -3 | tr '\n' ' ')
-    echo "EW_ERROR ew_llama $why $where${last:+; its last log lines: $last}"
-fi
-[ "$rc" -eq 0 ] || exit 5
-echo "EW_DONE"
+# its records; when it fails, one EW_ERROR sentence naming the request it was running; EW_DONE (common.sh)
+ew_run ew_llama --model "$MODEL" --case "$CASE" --ctx "$CTX"

@@ -24,11 +24,4 @@ require_requests
 OUT=$CASE/out
 mkdir -p "$OUT"
 use_engine_libs
-setup_affinity  # PIN (--affinity); ew_mnn measures its own peak RSS (getrusage) and times
-
-set -- --model "$MODEL" --case "$CASE"
-[ -n "$THREADS" ] && set -- "$@" --threads "$THREADS"
-# shellcheck disable=SC2086
-$PIN "$EXE" "$@" </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"
-rc=$?
-ew_finish ew_mnn  # common.sh: its records; one EW_ERROR sentence if it died; EW_DONE
+ew_run ew_mnn --model "$MODEL" --case "$CASE"  # common.sh: its records; one EW_ERROR sentence if it died; EW_DONE

@@ -30,11 +30,4 @@ if [ -z "${ORT_LIB_PATH:-}" ]; then
         if [ -r "$lib" ]; then ORT_LIB_PATH=$lib; export ORT_LIB_PATH; break; fi
     done
 fi
-setup_affinity  # PIN (--affinity); ew_ort measures its own peak RSS (getrusage) and times
-
-set -- --model "$MODEL" --case "$CASE"
-[ -n "$THREADS" ] && set -- "$@" --threads "$THREADS"
-# shellcheck disable=SC2086
-$PIN "$EXE" "$@" </dev/null >"$OUT/records.txt" 2>"$OUT/log.txt"
-rc=$?
-ew_finish ew_ort
+ew_run ew_ort --model "$MODEL" --case "$CASE"  # common.sh: its records; one EW_ERROR sentence if it died; EW_DONE

@@ -24,46 +24,22 @@ from pathlib import Path
 
 import pytest
 
+import runner_cases as cases
 from device_runner import engines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = cases.ROOT
 SCRIPT = ROOT / "android" / "run_ew_et.sh"
-SHELLS = {"sh": ["sh"], "mksh": ["mksh"], "busybox": ["busybox", "sh"]}
-
-# A stand-in ew_et: the records of every request in the case; CRASH_AT=ID dies by SIGSEGV there.
-FAKE_EW_ET = r"""#!/bin/sh
-echo "$@" >> "$(dirname "$0")/calls.txt"
-case_dir=
-while [ $# -gt 0 ]; do
-  case "$1" in --case) case_dir=$2; shift ;; esac; shift
-done
-echo "EW_NOTE ew_et: 2 threads"
-while IFS="$(printf '\t')" read -r id rest; do
-  [ -n "$id" ] || continue
-  echo "EW_NEXT request $id"
-  if [ "$id" = "${CRASH_AT:-}" ]; then echo "executorch: oops" >&2; kill -SEGV $$; fi
-  echo "EW_BEGIN request $id"
-  echo "EW_STAT prompt_tokens=120 reused_tokens=100 evaluated_tokens=20 generated_tokens=3 load_ms=250 prefill_ms=100 ttft_ms=105 decode_ms=40 sampling_ms=1.5 total_ms=150 constraint=choices finish=stop"
-  printf 'EW_RC 0\nEW_RSS_KB 307200\nEW_WALL_MS 150\nEW_TEXT IDQ3\nEW_END request %s\n' "$id"
-done < "$case_dir/requests.tsv"
-"""
-
-
-def _fake(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ew_et").write_text(FAKE_EW_ET)
-    (folder / "ew_et").chmod(0o755)
-    return folder
+CRASH_LOG = "executorch: oops"
+FAKE_EW_ET = cases.fake_runner("ew_et", cases.STAT + " constraint=choices finish=stop", CRASH_LOG)
 
 
 def _case(folder: Path) -> Path:
-    folder.mkdir(parents=True)
+    files = {}
     for rid in ("0000", "0001"):
-        (folder / f"{rid}.prompt").write_text("Q: the volume?\nA:")
-        (folder / f"{rid}.tokens").write_text("1 2 3")
-    (folder / "g1.choices").write_text(" 47\n none")
-    (folder / "requests.tsv").write_text("0000\t8\t0.0\t0\tg1.choices\t-\n0001\t8\t0.0\t0\t-\t-\n")
-    return folder
+        files[f"{rid}.prompt"] = "Q: the volume?\nA:"
+        files[f"{rid}.tokens"] = "1 2 3"
+    return cases.write_case(folder, {**files, "g1.choices": cases.CHOICES_CASE["g1.choices"],
+                                     "requests.tsv": cases.CHOICES_CASE["requests.tsv"]})
 
 
 def _model_folder(folder: Path) -> Path:
@@ -73,38 +49,23 @@ def _model_folder(folder: Path) -> Path:
     return folder
 
 
-def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([*SHELLS[shell], str(SCRIPT), "--bin", str(bin_dir), "--model", str(model),
-                           "--case", str(case), "--threads", "2"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str):
+    return cases.run_script(SCRIPT, shell, bin_dir, model, case, **env)
 
 
-@pytest.mark.parametrize("shell", list(SHELLS))
+@pytest.mark.parametrize("shell", list(cases.SHELLS))
 def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: Path, shell: str) -> None:
-    if shutil.which(SHELLS[shell][0]) is None:
-        pytest.skip(f"no {SHELLS[shell][0]}")
-    bin_dir = _fake(tmp_path / "bin")
+    cases.need_shell(shell)
+    bin_dir = cases.install_fake(tmp_path / "bin", "ew_et", FAKE_EW_ET)
     model = _model_folder(tmp_path / "model 'dir'")
     case = _case(tmp_path / "case 'quoted'")
-    out = _script(shell, bin_dir, model, case)
-    assert out.returncode == 0, out.stdout + out.stderr
-    parsed = engines.parse_case_output(out.stdout)
-    assert parsed.done and parsed.errors == [] and parsed.notes == ["ew_et: 2 threads"]
-    assert [(r.kind, r.id) for r in parsed.records] == [("request", "0000"), ("request", "0001")]
+    parsed = cases.check_records(_script(shell, bin_dir, model, case), "ew_et")
     text, reason, t = engines.ew_llama_completion(parsed.records[0], "ew_et")
     assert (text, reason) == (" 47", "stop") and parsed.records[0].stats["constraint"] == "choices"
     assert t.ttft_ms == 105 and t.prefill_tps == 200 and t.decode_tps == 50 and t.peak_rss_mb == 300.0
     assert f"--model {model}/model.pte --case {case} --vocab {model}/ew_et.vocab --threads 2" in \
         (bin_dir / "calls.txt").read_text()
-    out = _script(shell, bin_dir, model, case, CRASH_AT="0001")
-    assert out.returncode == 5
-    parsed = engines.parse_case_output(out.stdout)
-    assert not parsed.done and [r.id for r in parsed.records] == ["0000"]
-    [error] = parsed.errors
-    assert error.startswith("ew_et was killed by signal 11 while running request 0001"), error
-    assert "executorch: oops" in error
+    cases.check_crash(_script(shell, bin_dir, model, case, CRASH_AT="0001"), "ew_et", CRASH_LOG)
     (model / "ew_et.vocab").unlink()
     out = _script(shell, bin_dir, model, case)
     assert out.returncode == 3 and "EW_ERROR no ew_et.vocab in" in out.stdout
@@ -281,40 +242,24 @@ def test_incremental_case_on_the_phone_equals_the_host(et_phone: FakeAdbd, key: 
 # ---- failures ---------------------------------------------------------------------------------
 
 def _cli(dev: FakeAdbd, key: Path, out: Path, bin_dir: Path, pte: Path, *extra: str) -> int:
-    return phone_tests.main(["--device", dev.serial, "--adb-key", str(key), "--data", "sample", "--sample-users", "2",
-                             "--sample-sessions", "2", "--out", str(out), "--no-progress", "--runner-bin", str(bin_dir),
-                             "--runtime", "executorch", "--model", "tiny-llama", "--artifact", str(pte),
-                             "--strategy", "incremental", "--threads", "2", *extra])
+    return cases.phone_cli(dev, key, out, bin_dir, "--runtime", "executorch", "--model", "tiny-llama", "--artifact",
+                           str(pte), "--strategy", "incremental", "--threads", "2", *extra, sessions=2)
 
 
 @needs_ew_et
 def test_crash_mid_case_is_one_sentence_and_resume_finishes(tmp_path: Path, key: Path, tiny_pte: Path, capsys) -> None:
     """User 1's ew_et (a stand-in) dies in its second request: one sentence naming ExecuTorch's
     runner and the request; user 0's row stays; --resume runs user 1 only."""
-    bin_dir = tmp_path / "stubbin"
-    bin_dir.mkdir()
-    (bin_dir / "ew_et").write_text(phone_tests.STUB)  # crashes when /data/local/tmp/stub-crash exists
-    (bin_dir / "ew_et").chmod(0o755)
-    out = tmp_path / "out"
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        dev.sandbox.write_file("/data/local/tmp/stub-crash", "1\n")
-        assert _cli(dev, key, out, bin_dir, tiny_pte, "--users", "0-1") == 2
-        err = capsys.readouterr().err
-        assert "ExecuTorch's on-device runner (ew_et) failed" in err, err
-        assert "ew_et was killed by signal 11 while running request 0001" in err, err
-        assert [r["user"] for r in _rows(out)] == [0]
-        dev.host_path("/data/local/tmp/stub-crash").unlink()
-        assert _cli(dev, key, out, bin_dir, tiny_pte, "--users", "0-1", "--resume") == 0
-    assert sorted(r["user"] for r in _rows(out)) == [0, 1]
+    err = cases.crash_then_resume(tmp_path, key, capsys, "ew_et", lambda dev, out, runner_bin, *extra:
+                                  _cli(dev, key, out, runner_bin, tiny_pte, "--users", "0-1", *extra))
+    assert "ExecuTorch's on-device runner (ew_et) failed" in err, err
+    assert "ew_et was killed by signal 11 while running request 0001" in err, err
 
 
 @needs_ew_et
 def test_missing_executorch_library_is_one_sentence(tmp_path: Path, key: Path, tiny_pte: Path, capsys) -> None:
     """The real ew_et pushed without ExecuTorch's libraries (a bin folder with no ../lib)."""
-    bin_dir = tmp_path / "nolib" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy2(HOST_BIN / "ew_et", bin_dir / "ew_et")
+    bin_dir = cases.alone(HOST_BIN / "ew_et", tmp_path / "nolib" / "bin")
     with FakeAdbd(root=tmp_path / "phone") as dev:
         _trust(dev, key)
         _install_system_libs(dev, HOST_BIN / "ew_et")

@@ -16,74 +16,34 @@ under GBNF grammars with the argmax fast path.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import runner_cases as cases
 from device_runner import engines
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "android" / "run_ew_llama.sh"
-SHELLS = {"sh": ["sh"], "mksh": ["mksh"], "busybox": ["busybox", "sh"]}
-
-# A stand-in ew_llama: the records of every request in the case; CRASH_AT=ID dies by SIGSEGV there.
-FAKE_EW_LLAMA = r"""#!/bin/sh
-echo "$@" >> "$(dirname "$0")/calls.txt"
-case_dir=
-while [ $# -gt 0 ]; do
-  case "$1" in --case) case_dir=$2; shift ;; esac; shift
-done
-echo "EW_NOTE ew_llama: 2 threads"
-while IFS="$(printf '\t')" read -r id rest; do
-  [ -n "$id" ] || continue
-  echo "EW_NEXT request $id"
-  if [ "$id" = "${CRASH_AT:-}" ]; then echo "ggml_abort: oops" >&2; kill -SEGV $$; fi
-  echo "EW_BEGIN request $id"
-  echo "EW_STAT prompt_tokens=120 reused_tokens=100 evaluated_tokens=20 generated_tokens=3 load_ms=250 prefill_ms=100 ttft_ms=105 decode_ms=40 sampling_ms=1.5 total_ms=150 full_grammar_passes=1 finish=stop"
-  printf 'EW_RC 0\nEW_RSS_KB 307200\nEW_WALL_MS 150\nEW_TEXT IDQ3\nEW_END request %s\n' "$id"
-done < "$case_dir/requests.tsv"
-"""
-
-
-def _fake(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ew_llama").write_text(FAKE_EW_LLAMA)
-    (folder / "ew_llama").chmod(0o755)
-    return folder
+SCRIPT = cases.ROOT / "android" / "run_ew_llama.sh"
+CRASH_LOG = "ggml_abort: oops"
+FAKE_EW_LLAMA = cases.fake_runner("ew_llama", cases.STAT + " full_grammar_passes=1 finish=stop", CRASH_LOG)
 
 
 def _case(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "p1.txt").write_text("Instructions.\n")
-    (folder / "0000.prompt").write_text("Instructions.\nQ: the volume?\nA:")
-    (folder / "0001.prompt").write_text("Instructions.\nQ: the light?\nA:")
-    (folder / "g1.gbnf").write_text('root ::= " 47" | " none"\n')
-    (folder / "requests.tsv").write_text("0000\t8\t0.0\t0\tg1.gbnf\tp1.txt\n0001\t8\t0.0\t0\t-\tp1.txt\n")
-    return folder
+    return cases.write_case(folder, {"p1.txt": "Instructions.\n", **cases.PROMPTS, "g1.gbnf": 'root ::= " 47" | " none"\n',
+                                     "requests.tsv": "0000\t8\t0.0\t0\tg1.gbnf\tp1.txt\n0001\t8\t0.0\t0\t-\tp1.txt\n"})
 
 
-def _script(shell: str, bin_dir: Path, case: Path, **env: str) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([*SHELLS[shell], str(SCRIPT), "--bin", str(bin_dir), "--model", str(SCRIPT),
-                           "--case", str(case), "--threads", "2"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+def _script(shell: str, bin_dir: Path, case: Path, **env: str):
+    return cases.run_script(SCRIPT, shell, bin_dir, SCRIPT, case, **env)
 
 
-@pytest.mark.parametrize("shell", list(SHELLS))
+@pytest.mark.parametrize("shell", list(cases.SHELLS))
 def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: Path, shell: str) -> None:
-    if shutil.which(SHELLS[shell][0]) is None:
-        pytest.skip(f"no {SHELLS[shell][0]}")
-    bin_dir = _fake(tmp_path / "bin")
+    cases.need_shell(shell)
+    bin_dir = cases.install_fake(tmp_path / "bin", "ew_llama", FAKE_EW_LLAMA)
     case = _case(tmp_path / "case 'quoted'")
-    out = _script(shell, bin_dir, case)
-    assert out.returncode == 0, out.stdout + out.stderr
-    parsed = engines.parse_case_output(out.stdout)
-    assert parsed.done and parsed.errors == [] and parsed.notes == ["ew_llama: 2 threads"]
-    assert [(r.kind, r.id) for r in parsed.records] == [("request", "0000"), ("request", "0001")]
+    parsed = cases.check_records(_script(shell, bin_dir, case), "ew_llama")
     text, reason, t = engines.ew_llama_completion(parsed.records[0])
     assert (text, reason) == (" 47", "stop")
     assert t.load_ms == 250 and t.ttft_ms == 105 and t.prefill_tps == 200 and t.decode_tps == 50
@@ -91,13 +51,7 @@ def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: P
     assert t.peak_rss_mb == 300.0 and t.total_ms == 150 and t.sampling_ms == 1.5
     assert "--ctx 4096 --threads 2" in (bin_dir / "calls.txt").read_text()
     # It dies in the second request: the first request's record, then one sentence, no EW_DONE.
-    out = _script(shell, bin_dir, case, CRASH_AT="0001")
-    assert out.returncode == 5
-    parsed = engines.parse_case_output(out.stdout)
-    assert not parsed.done and [r.id for r in parsed.records] == ["0000"]
-    [error] = parsed.errors
-    assert error.startswith("ew_llama was killed by signal 11 while running request 0001"), error
-    assert "ggml_abort: oops" in error
+    cases.check_crash(_script(shell, bin_dir, case, CRASH_AT="0001"), "ew_llama", CRASH_LOG)
     # No binary: a sentence.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -253,27 +207,11 @@ def test_crash_mid_case_is_one_sentence_and_resume_finishes(tmp_path: Path, key:
     the request; user 0's row stays; --resume runs user 1 only."""
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 1000)
-    bin_dir = tmp_path / "stubbin"
-    bin_dir.mkdir()
-    (bin_dir / "ew_llama").write_text(phone_tests.STUB)  # crashes when /data/local/tmp/stub-crash exists
-    (bin_dir / "ew_llama").chmod(0o755)
-    out = tmp_path / "out"
     args = ["--strategy", "hybrid", "--users", "0-1", "--gguf", str(gguf)]
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        dev.sandbox.write_file("/data/local/tmp/stub-crash", "1\n")
-        assert phone_tests.main(["--device", dev.serial, "--adb-key", str(key), "--data", "sample",
-                                 "--sample-users", "2", "--sample-sessions", "3", "--out", str(out), "--no-progress",
-                                 "--runner-bin", str(bin_dir), *args]) == 2
-        err = capsys.readouterr().err
-        assert "llama.cpp" in err and "on-device runner (ew_llama) failed" in err, err
-        assert "ew_llama was killed by signal 11 while running request 0001" in err, err
-        assert [r["user"] for r in _rows(out)] == [0]
-        dev.host_path("/data/local/tmp/stub-crash").unlink()
-        assert phone_tests.main(["--device", dev.serial, "--adb-key", str(key), "--data", "sample",
-                                 "--sample-users", "2", "--sample-sessions", "3", "--out", str(out), "--no-progress",
-                                 "--runner-bin", str(bin_dir), "--resume", *args]) == 0
-    assert sorted(r["user"] for r in _rows(out)) == [0, 1]
+    err = cases.crash_then_resume(tmp_path, key, capsys, "ew_llama", lambda dev, out, runner_bin, *extra:
+                                  cases.phone_cli(dev, key, out, runner_bin, *extra, *args))
+    assert "llama.cpp" in err and "on-device runner (ew_llama) failed" in err, err
+    assert "ew_llama was killed by signal 11 while running request 0001" in err, err
 
 
 @needs_fakeadbd
@@ -282,11 +220,7 @@ def test_missing_shared_library_is_one_sentence(tmp_path: Path, key: Path, capsy
     """The host-built ew_llama on a phone that lacks libstdc++ (its other libraries there)."""
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 1000)
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, HOST_BIN / "ew_llama")
-        for lib in dev.sandbox.root.rglob("libstdc++.so*"):
-            lib.unlink()
+    with cases.phone_lacking(tmp_path / "phone", key, HOST_BIN / "ew_llama", "libstdc++.so*") as dev:
         assert _run(dev, key, tmp_path / "out", "--strategy", "hybrid", "--users", "0", "--gguf", str(gguf)) == 2
     err = capsys.readouterr().err
     assert "on-device runner (ew_llama) failed" in err and "a shared library is missing" in err, err

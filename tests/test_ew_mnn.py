@@ -24,36 +24,16 @@ from pathlib import Path
 
 import pytest
 
+import runner_cases as cases
 from device_runner import engines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = cases.ROOT
 SCRIPT = ROOT / "android" / "run_ew_mnn.sh"
-SHELLS = {"sh": ["sh"], "mksh": ["mksh"], "busybox": ["busybox", "sh"]}
-
-# A stand-in ew_mnn: the records of every request in the case; CRASH_AT=ID dies by SIGSEGV there.
-FAKE_EW_MNN = r"""#!/bin/sh
-echo "$* LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >> "$(dirname "$0")/calls.txt"
-case_dir=
-while [ $# -gt 0 ]; do
-  case "$1" in --case) case_dir=$2; shift ;; esac; shift
-done
-echo "EW_NOTE ew_mnn: 2 threads"
-while IFS="$(printf '\t')" read -r id rest; do
-  [ -n "$id" ] || continue
-  echo "EW_NEXT request $id"
-  if [ "$id" = "${CRASH_AT:-}" ]; then echo "MNN: oops" >&2; kill -SEGV $$; fi
-  echo "EW_BEGIN request $id"
-  echo "EW_STAT prompt_tokens=120 reused_tokens=0 evaluated_tokens=120 generated_tokens=3 load_ms=250 prefill_ms=600 ttft_ms=605 decode_ms=40 sampling_ms=1.5 total_ms=650 full_grammar_passes=1 finish=stop"
-  printf 'EW_RC 0\nEW_RSS_KB 307200\nEW_WALL_MS 650\nEW_TEXT IDQ3\nEW_END request %s\n' "$id"
-done < "$case_dir/requests.tsv"
-"""
-
-
-def _fake(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ew_mnn").write_text(FAKE_EW_MNN)
-    (folder / "ew_mnn").chmod(0o755)
-    return folder
+CRASH_LOG = "MNN: oops"
+FAKE_EW_MNN = cases.fake_runner(
+    "ew_mnn", "prompt_tokens=120 reused_tokens=0 evaluated_tokens=120 generated_tokens=3 load_ms=250 prefill_ms=600 "
+    "ttft_ms=605 decode_ms=40 sampling_ms=1.5 total_ms=650 full_grammar_passes=1 finish=stop", CRASH_LOG,
+    call='"$* LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"', wall_ms=650)
 
 
 def _model_folder(folder: Path) -> Path:
@@ -62,33 +42,17 @@ def _model_folder(folder: Path) -> Path:
     return folder
 
 
-def _case(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "0000.prompt").write_text("Instructions.\nQ: the volume?\nA:")
-    (folder / "0001.prompt").write_text("Instructions.\nQ: the light?\nA:")
-    (folder / "g1.choices").write_text(" 47\n none")
-    (folder / "requests.tsv").write_text("0000\t8\t0.0\t0\tg1.choices\t-\n0001\t8\t0.0\t0\t-\t-\n")
-    return folder
+def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str):
+    return cases.run_script(SCRIPT, shell, bin_dir, model, case, "--ctx", "4096", **env)
 
 
-def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SHELLS[shell], str(SCRIPT), "--bin", str(bin_dir), "--model", str(model),
-                           "--case", str(case), "--threads", "2", "--ctx", "4096"], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **env})
-
-
-@pytest.mark.parametrize("shell", list(SHELLS))
+@pytest.mark.parametrize("shell", list(cases.SHELLS))
 def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: Path, shell: str) -> None:
-    if shutil.which(SHELLS[shell][0]) is None:
-        pytest.skip(f"no {SHELLS[shell][0]}")
-    bin_dir = _fake(tmp_path / "bin")
+    cases.need_shell(shell)
+    bin_dir = cases.install_fake(tmp_path / "bin", "ew_mnn", FAKE_EW_MNN)
     model = _model_folder(tmp_path / "model dir")
-    case = _case(tmp_path / "case 'quoted'")
-    out = _script(shell, bin_dir, model, case)
-    assert out.returncode == 0, out.stdout + out.stderr
-    parsed = engines.parse_case_output(out.stdout)
-    assert parsed.done and parsed.errors == [] and parsed.notes == ["ew_mnn: 2 threads"]
-    assert [(r.kind, r.id) for r in parsed.records] == [("request", "0000"), ("request", "0001")]
+    case = cases.write_case(tmp_path / "case 'quoted'", cases.CHOICES_CASE)
+    parsed = cases.check_records(_script(shell, bin_dir, model, case), "ew_mnn")
     text, reason, t = engines.ew_llama_completion(parsed.records[0], "ew_mnn")
     assert (text, reason) == (" 47", "stop")
     assert t.ttft_ms == 605 and t.prefill_tps == 200 and t.decode_tps == 50 and t.peak_rss_mb == 300.0
@@ -97,13 +61,7 @@ def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: P
     assert f"--model {model} --case {case} --threads 2 LD_LIBRARY_PATH={bin_dir}:{bin_dir}/../lib" in call
     assert "--ctx" not in call  # MNN's cache grows with the prompt
     # It dies in the second request: the first request's record, then one sentence, no EW_DONE.
-    out = _script(shell, bin_dir, model, case, CRASH_AT="0001")
-    assert out.returncode == 5
-    parsed = engines.parse_case_output(out.stdout)
-    assert not parsed.done and [r.id for r in parsed.records] == ["0000"]
-    [error] = parsed.errors
-    assert error.startswith("ew_mnn was killed by signal 11 while running request 0001"), error
-    assert "MNN: oops" in error
+    cases.check_crash(_script(shell, bin_dir, model, case, CRASH_AT="0001"), "ew_mnn", CRASH_LOG)
     # No binary, no model folder: sentences.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -259,9 +217,7 @@ _rows, _trust = phone_tests._rows, phone_tests._trust
 
 
 def _main(dev: FakeAdbd, key: Path, out: Path, *extra: str, runner_bin: Path = HOST_BIN) -> int:
-    return phone_tests.main(["--device", dev.serial, "--adb-key", str(key), "--data", "sample", "--sample-users", "2",
-                             "--sample-sessions", "3", "--out", str(out), "--no-progress", "--runner-bin",
-                             str(runner_bin), "--model", "tiny-llama", "--runtime", "mnn", *extra])
+    return cases.phone_cli(dev, key, out, runner_bin, "--model", "tiny-llama", "--runtime", "mnn", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -377,23 +333,11 @@ def test_crash_mid_case_is_one_sentence_and_resume_finishes(tmp_path: Path, key:
     """User 1's ew_mnn dies in its second request: one sentence naming MNN's runner and the
     request; user 0's row stays; --resume runs user 1 only (a stand-in runner, no MNN needed)."""
     tiny_mnn = _model_folder(tmp_path / "mnn")
-    bin_dir = tmp_path / "stubbin"
-    bin_dir.mkdir()
-    (bin_dir / "ew_mnn").write_text(phone_tests.STUB)  # crashes when /data/local/tmp/stub-crash exists
-    (bin_dir / "ew_mnn").chmod(0o755)
-    out = tmp_path / "out"
     args = ["--strategy", "incremental", "--users", "0-1", "--artifact", str(tiny_mnn)]
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        dev.sandbox.write_file("/data/local/tmp/stub-crash", "1\n")
-        assert _main(dev, key, out, *args, runner_bin=bin_dir) == 2
-        err = capsys.readouterr().err
-        assert "MNN's on-device runner (ew_mnn) failed" in err, err
-        assert "ew_mnn was killed by signal 11 while running request 0001" in err, err
-        assert [r["user"] for r in _rows(out)] == [0]
-        dev.host_path("/data/local/tmp/stub-crash").unlink()
-        assert _main(dev, key, out, *args, "--resume", runner_bin=bin_dir) == 0
-    assert sorted(r["user"] for r in _rows(out)) == [0, 1]
+    err = cases.crash_then_resume(tmp_path, key, capsys, "ew_mnn", lambda dev, out, runner_bin, *extra:
+                                  _main(dev, key, out, *args, *extra, runner_bin=runner_bin))
+    assert "MNN's on-device runner (ew_mnn) failed" in err, err
+    assert "ew_mnn was killed by signal 11 while running request 0001" in err, err
 
 
 @needs_fakeadbd
@@ -402,14 +346,8 @@ def test_missing_shared_library_is_one_sentence(tmp_path: Path, key: Path, capsy
     """The host-built ew_mnn copied alone (no lib/ beside its folder, so MNN's engine is not
     pushed): one sentence naming the runner, the missing library and where it stopped."""
     tiny_mnn = _model_folder(tmp_path / "mnn")
-    bin_dir = tmp_path / "alone" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy2(EW_MNN, bin_dir / "ew_mnn")
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, EW_MNN)
-        for lib in dev.sandbox.root.rglob("_mnncengine*.so"):
-            lib.unlink()
+    bin_dir = cases.alone(EW_MNN, tmp_path / "alone" / "bin")
+    with cases.phone_lacking(tmp_path / "phone", key, EW_MNN, "_mnncengine*.so") as dev:
         assert _main(dev, key, tmp_path / "out", "--strategy", "incremental", "--users", "0", "--artifact",
                      str(tiny_mnn), runner_bin=bin_dir) == 2
     err = capsys.readouterr().err

@@ -16,7 +16,6 @@ greedy decoding with the host adapter's choices rule and onnxruntime-genai's llg
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,35 +23,18 @@ from pathlib import Path
 
 import pytest
 
+import runner_cases as cases
 from device_runner import engines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = cases.ROOT
 SCRIPT = ROOT / "android" / "run_ew_ort.sh"
-SHELLS = {"sh": ["sh"], "mksh": ["mksh"], "busybox": ["busybox", "sh"]}
-
-# A stand-in ew_ort: the records of every request in the case; CRASH_AT=ID dies by SIGSEGV there.
-FAKE_EW_ORT = r"""#!/bin/sh
-echo "$* ORT_LIB_PATH=${ORT_LIB_PATH:-}" >> "$(dirname "$0")/calls.txt"
-case_dir=
-while [ $# -gt 0 ]; do
-  case "$1" in --case) case_dir=$2; shift ;; esac; shift
-done
-echo "EW_NOTE ew_ort: 2 threads"
-while IFS="$(printf '\t')" read -r id rest; do
-  [ -n "$id" ] || continue
-  echo "EW_NEXT request $id"
-  if [ "$id" = "${CRASH_AT:-}" ]; then echo "onnxruntime: oops" >&2; kill -SEGV $$; fi
-  echo "EW_BEGIN request $id"
-  echo "EW_STAT prompt_tokens=120 reused_tokens=100 evaluated_tokens=20 generated_tokens=3 load_ms=250 prefill_ms=100 ttft_ms=105 decode_ms=40 sampling_ms=1.5 total_ms=150 choice_scans=1 constraint=choices finish=stop"
-  printf 'EW_RC 0\nEW_RSS_KB 307200\nEW_WALL_MS 150\nEW_TEXT IDQ3\nEW_END request %s\n' "$id"
-done < "$case_dir/requests.tsv"
-"""
+CRASH_LOG = "onnxruntime: oops"
+FAKE_EW_ORT = cases.fake_runner("ew_ort", cases.STAT + " choice_scans=1 constraint=choices finish=stop", CRASH_LOG,
+                                call='"$* ORT_LIB_PATH=${ORT_LIB_PATH:-}"')
 
 
 def _fake(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ew_ort").write_text(FAKE_EW_ORT)
-    (folder / "ew_ort").chmod(0o755)
+    cases.install_fake(folder, "ew_ort", FAKE_EW_ORT)
     (folder / "libonnxruntime.so.1").write_bytes(b"\x7fELF")  # found and named by ORT_LIB_PATH
     return folder
 
@@ -63,33 +45,17 @@ def _model_folder(folder: Path) -> Path:
     return folder
 
 
-def _case(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "0000.prompt").write_text("Instructions.\nQ: the volume?\nA:")
-    (folder / "0001.prompt").write_text("Instructions.\nQ: the light?\nA:")
-    (folder / "g1.choices").write_text(" 47\n none")
-    (folder / "requests.tsv").write_text("0000\t8\t0.0\t0\tg1.choices\t-\n0001\t8\t0.0\t0\t-\t-\n")
-    return folder
+def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str):
+    return cases.run_script(SCRIPT, shell, bin_dir, model, case, "--ctx", "4096", unset=("ORT_LIB_PATH",), **env)
 
 
-def _script(shell: str, bin_dir: Path, model: Path, case: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SHELLS[shell], str(SCRIPT), "--bin", str(bin_dir), "--model", str(model),
-                           "--case", str(case), "--threads", "2", "--ctx", "4096"], capture_output=True, text=True,
-                          timeout=60, env={k: v for k, v in {**os.environ, **env}.items() if k != "ORT_LIB_PATH"})
-
-
-@pytest.mark.parametrize("shell", list(SHELLS))
+@pytest.mark.parametrize("shell", list(cases.SHELLS))
 def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: Path, shell: str) -> None:
-    if shutil.which(SHELLS[shell][0]) is None:
-        pytest.skip(f"no {SHELLS[shell][0]}")
+    cases.need_shell(shell)
     bin_dir = _fake(tmp_path / "bin")
     model = _model_folder(tmp_path / "model")
-    case = _case(tmp_path / "case 'quoted'")
-    out = _script(shell, bin_dir, model, case)
-    assert out.returncode == 0, out.stdout + out.stderr
-    parsed = engines.parse_case_output(out.stdout)
-    assert parsed.done and parsed.errors == [] and parsed.notes == ["ew_ort: 2 threads"]
-    assert [(r.kind, r.id) for r in parsed.records] == [("request", "0000"), ("request", "0001")]
+    case = cases.write_case(tmp_path / "case 'quoted'", cases.CHOICES_CASE)
+    parsed = cases.check_records(_script(shell, bin_dir, model, case), "ew_ort")
     text, reason, t = engines.ew_llama_completion(parsed.records[0], "ew_ort")
     assert (text, reason) == (" 47", "stop")
     assert t.ttft_ms == 105 and t.prefill_tps == 200 and t.decode_tps == 50 and t.peak_rss_mb == 300.0
@@ -98,13 +64,7 @@ def test_script_passes_records_and_names_the_request_a_crash_stopped(tmp_path: P
     assert "--threads 2" in call and "--ctx" not in call  # the model's context_length decides
     assert f"ORT_LIB_PATH={bin_dir}/libonnxruntime.so.1" in call
     # It dies in the second request: the first request's record, then one sentence, no EW_DONE.
-    out = _script(shell, bin_dir, model, case, CRASH_AT="0001")
-    assert out.returncode == 5
-    parsed = engines.parse_case_output(out.stdout)
-    assert not parsed.done and [r.id for r in parsed.records] == ["0000"]
-    [error] = parsed.errors
-    assert error.startswith("ew_ort was killed by signal 11 while running request 0001"), error
-    assert "onnxruntime: oops" in error
+    cases.check_crash(_script(shell, bin_dir, model, case, CRASH_AT="0001"), "ew_ort", CRASH_LOG)
     # No binary, no model folder: sentences.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -159,10 +119,11 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "tiny-llama" / "onnx"
 
 
-# The loopback phone's /proc is a folder of fixed files (tests/fakeadbd/sandbox.py), and onnxruntime
-# 1.32 opens a model's external data (model.onnx.data) through /proc/self/fd: there the model is given as
-# one model.onnx with its weights inside, written by the onnx toolchain env's `onnx` package.  A phone
-# has /proc; the host and the phone tests below all use this same copy.
+# onnxruntime 1.32 opens a model's external data (model.onnx.data) through /proc/self/fd.  The loopback
+# phone has a procfs when it runs as root (CI; tests/fakeadbd/sandbox.py), and then the export's own
+# folder is used; without root its /proc is a folder of fixed files, and the model is given as one
+# model.onnx with its weights inside, written by the onnx toolchain env's `onnx` package.  The host and
+# the phone tests below all use the same folder.
 INLINE = """import sys, onnx
 onnx.save(onnx.load(sys.argv[1]), sys.argv[2], save_as_external_data=False)
 """
@@ -171,7 +132,10 @@ onnx.save(onnx.load(sys.argv[1]), sys.argv[2], save_as_external_data=False)
 @pytest.fixture(scope="module")
 def tiny(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from export import env as export_env
+    from fakeadbd.sandbox import _PROC_MOUNTER
 
+    if _PROC_MOUNTER is not None:
+        return tiny_onnx
     if not export_env.env_ready("onnx"):
         pytest.skip("needs the onnx toolchain env (its `onnx` package writes a single-file copy of the model for "
                     "the loopback phone, which has no procfs): make export MODEL=tiny-llama FORMAT=onnx creates it")
@@ -257,9 +221,7 @@ _rows, _trust = phone_tests._rows, phone_tests._trust
 
 
 def _main(dev: FakeAdbd, key: Path, out: Path, *extra: str, runner_bin: Path = HOST_BIN) -> int:
-    return phone_tests.main(["--device", dev.serial, "--adb-key", str(key), "--data", "sample", "--sample-users", "2",
-                             "--sample-sessions", "3", "--out", str(out), "--no-progress", "--runner-bin",
-                             str(runner_bin), "--model", "tiny-llama", "--runtime", "onnxruntime", *extra])
+    return cases.phone_cli(dev, key, out, runner_bin, "--model", "tiny-llama", "--runtime", "onnxruntime", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -344,37 +306,19 @@ def test_crash_mid_case_is_one_sentence_and_resume_finishes(tmp_path: Path, key:
                                                             capsys) -> None:
     """User 1's ew_ort dies in its second request: one sentence naming onnxruntime-genai's runner and
     the request; user 0's row stays; --resume runs user 1 only."""
-    bin_dir = tmp_path / "stubbin"
-    bin_dir.mkdir()
-    (bin_dir / "ew_ort").write_text(phone_tests.STUB)  # crashes when /data/local/tmp/stub-crash exists
-    (bin_dir / "ew_ort").chmod(0o755)
-    out = tmp_path / "out"
     args = ["--strategy", "incremental", "--users", "0-1", "--artifact", str(tiny_onnx)]
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        dev.sandbox.write_file("/data/local/tmp/stub-crash", "1\n")
-        assert _main(dev, key, out, *args, runner_bin=bin_dir) == 2
-        err = capsys.readouterr().err
-        assert "onnxruntime-genai" in err and "on-device runner (ew_ort) failed" in err, err
-        assert "ew_ort was killed by signal 11 while running request 0001" in err, err
-        assert [r["user"] for r in _rows(out)] == [0]
-        dev.host_path("/data/local/tmp/stub-crash").unlink()
-        assert _main(dev, key, out, *args, "--resume", runner_bin=bin_dir) == 0
-    assert sorted(r["user"] for r in _rows(out)) == [0, 1]
+    err = cases.crash_then_resume(tmp_path, key, capsys, "ew_ort", lambda dev, out, runner_bin, *extra:
+                                  _main(dev, key, out, *args, *extra, runner_bin=runner_bin))
+    assert "onnxruntime-genai" in err and "on-device runner (ew_ort) failed" in err, err
+    assert "ew_ort was killed by signal 11 while running request 0001" in err, err
 
 
 @needs_fakeadbd
 def test_missing_shared_library_is_one_sentence(tmp_path: Path, key: Path, tiny: Path, capsys) -> None:
     """The host-built ew_ort copied alone (no lib/ beside its folder, so libonnxruntime-genai.so is
     not pushed): one sentence naming the runner, the missing library and where it stopped."""
-    bin_dir = tmp_path / "alone" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy2(EW_ORT, bin_dir / "ew_ort")
-    with FakeAdbd(root=tmp_path / "phone") as dev:
-        _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, EW_ORT)
-        for lib in dev.sandbox.root.rglob("libonnxruntime-genai.so"):
-            lib.unlink()
+    bin_dir = cases.alone(EW_ORT, tmp_path / "alone" / "bin")
+    with cases.phone_lacking(tmp_path / "phone", key, EW_ORT, "libonnxruntime-genai.so") as dev:
         assert _main(dev, key, tmp_path / "out", "--strategy", "incremental", "--users", "0", "--artifact",
                      str(tiny), runner_bin=bin_dir) == 2
     err = capsys.readouterr().err

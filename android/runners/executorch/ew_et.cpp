@@ -26,7 +26,7 @@
 // - a JSON schema cannot be applied here (no llguidance for phones): it decodes free (greedy),
 //   the record says constraint=schema-free, and the host parses the text as it comes.
 //
-// Output on stdout, one record per line, as ew_llama's (device_runner/engines.py parses it):
+// Output on stdout, one record per line, as ew_llama's (device_runner/engines.py parses it; ../common/ew_runner.hpp):
 //   EW_NOTE text / EW_NEXT request ID / EW_BEGIN request ID / EW_STAT key=value ... /
 //   EW_RC 0 / EW_RSS_KB n / EW_WALL_MS n / EW_TEXT base64 / EW_END request ID
 //   EW_ERROR text                  a request it cannot serve, or a file it cannot read (exit 2-5)
@@ -35,21 +35,17 @@
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor_ptr.h>
 
-#include <sys/resource.h>
+#include "ew_runner.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 // The wheel ships libexecutorch_threadpool.so (XNNPACK's threads) but not its header.
@@ -71,76 +67,14 @@ namespace {
 using executorch::extension::Module;
 using executorch::runtime::EValue;
 
-constexpr int CHOICE_SCAN = 2048;  // runtimes/_decode.py CHOICE_SCAN
-
-struct Request {
-    std::string id;
-    int max_tokens = 0;
-    float temperature = 0.0f;
-    uint32_t seed = 0;
-    std::string grammar_file;  // "-": none
-    std::string prefix_file;   // "-": none (the host's ExecuTorch runtime does not use it either)
-};
-
-double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-long peak_rss_kb() {
-    struct rusage usage;
-    return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : 0;
-}
-
-[[noreturn]] void fail(int code, const std::string & message) {
-    std::printf("EW_ERROR %s\n", message.c_str());
-    std::fflush(stdout);
-    std::exit(code);
-}
-
-bool read_file(const std::string & path, std::string & out) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return false;
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    out = buffer.str();
-    return true;
-}
-
-std::vector<std::string> split(const std::string & text, char sep) {
-    std::vector<std::string> parts;
-    std::string part;
-    std::istringstream in(text);
-    while (std::getline(in, part, sep)) parts.push_back(part);
-    return parts;
-}
-
-std::vector<std::string> lines_of(const std::string & text) {
-    std::vector<std::string> out = split(text, '\n');
-    for (auto & line : out)
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-    return out;
-}
-
-std::vector<Request> read_requests(const std::string & dir) {
-    std::string text;
-    if (!read_file(dir + "/requests.tsv", text)) fail(3, "no " + dir + "/requests.tsv");
-    std::vector<Request> requests;
-    for (const std::string & line : lines_of(text)) {
-        if (line.empty()) continue;
-        std::vector<std::string> f = split(line, '\t');
-        if (f.size() < 6) fail(3, "requests.tsv line '" + line + "' has fewer than 6 columns");
-        Request r;
-        r.id = f[0];
-        r.max_tokens = std::atoi(f[1].c_str());
-        r.temperature = std::strtof(f[2].c_str(), nullptr);
-        r.seed = (uint32_t) std::strtoul(f[3].c_str(), nullptr, 10);
-        r.grammar_file = f[4];
-        r.prefix_file = f[5];
-        requests.push_back(r);
-    }
-    return requests;
-}
+using ew::fail;
+using ew::is_choice;
+using ew::lines_of;
+using ew::now_ms;
+using ew::read_file;
+using ew::Request;  // prefix_file: not read (the host's ExecuTorch runtime does not use it either)
+using ew::split;
+using ew::starts_with;
 
 std::vector<int64_t> parse_ids(const std::string & text, const std::string & what) {
     std::vector<int64_t> ids;
@@ -155,24 +89,6 @@ std::vector<int64_t> parse_ids(const std::string & text, const std::string & wha
     return ids;
 }
 
-std::string base64(const std::string & data) {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    size_t i = 0;
-    for (; i + 2 < data.size(); i += 3) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8) | (uint8_t) data[i + 2];
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += abc[n & 63];
-    }
-    if (i + 1 == data.size()) {
-        uint32_t n = (uint8_t) data[i] << 16;
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += "==";
-    } else if (i + 2 == data.size()) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8);
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += '=';
-    }
-    return out;
-}
-
 // Whole UTF-8 characters only: the host decodes a cut character as U+FFFD, which no choice holds.
 bool complete_utf8(const std::string & s) {
     size_t i = 0;
@@ -185,10 +101,6 @@ bool complete_utf8(const std::string & s) {
         i += n;
     }
     return true;
-}
-
-bool starts_with(const std::string & s, const std::string & prefix) {
-    return s.size() >= prefix.size() && std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
 }
 
 // ew_et.vocab (device_runner/et_tokens.py writes it): a header, then one line per token id with
@@ -328,9 +240,7 @@ struct Engine {
     // with a sliding window (a ring cache), none once the old sequence ran more than a window past
     // it, and only from a multiple of the prefill chunk.
     size_t reusable(const std::vector<int64_t> & ids, long window) const {
-        size_t keep = 0;
-        while (keep < cached.size() && keep < ids.size() && cached[keep] == ids[keep]) keep++;
-        keep = std::min(keep, ids.size() - 1);
+        size_t keep = std::min(ew::common_prefix(cached, ids), ids.size() - 1);
         if (window >= 0) {
             if ((long) (cached.size() - keep) > window) return 0;
             keep -= keep % (size_t) chunk;
@@ -360,10 +270,6 @@ struct Choices {
         }
     }
 };
-
-bool is_choice(const std::vector<std::string> & choices, const std::string & text) {
-    return std::find(choices.begin(), choices.end(), text) != choices.end();
-}
 
 // runtimes/_decode.py _choice_token: the best token that keeps the text a prefix of some choice.
 // Returns -1 to stop (the text is complete); `done` says the chosen token completes the text.
@@ -419,42 +325,16 @@ int64_t choice_token(const Engine & e, const Vocab & vocab, const Choices & c, c
     }
     for (int64_t t : candidates)
         if (keeps(t)) { done = final(t); return t; }
-    std::vector<int64_t> order(logits.size());
-    for (size_t i = 0; i < order.size(); i++) order[i] = (int64_t) i;
-    size_t scan = std::min(order.size(), (size_t) CHOICE_SCAN);
-    std::partial_sort(order.begin(), order.begin() + scan, order.end(),
-                      [&](int64_t a, int64_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
-    for (size_t i = 0; i < scan; i++) {
-        int64_t t = order[i];
+    for (int64_t t : ew::most_likely<int64_t>(logits, ew::CHOICE_SCAN)) {
         if (!std::binary_search(candidates.begin(), candidates.end(), t) && keeps(t)) { done = final(t); return t; }
     }
     fail(4, "request " + rid + ": no token continues the text '" + current + "' towards any of its choices");
 }
 
-int64_t argmax(const std::vector<float> & logits) {
-    return (int64_t) (std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-struct Stats {
-    size_t prompt_tokens = 0, reused = 0, evaluated = 0, generated = 0;
-    double prefill_ms = 0, ttft_ms = -1, decode_ms = 0, sampling_ms = 0, total_ms = 0;
-    const char * finish = "length";
+// One request's numbers (EW_STAT): the common ones and the constraint.
+struct Stats : ew::Stats {
     const char * constraint = "none";
 };
-
-void print_record(const Request & r, const Stats & s, double load_ms, const std::string & text) {
-    std::printf("EW_BEGIN request %s\n", r.id.c_str());
-    std::printf("EW_STAT prompt_tokens=%zu reused_tokens=%zu evaluated_tokens=%zu generated_tokens=%zu "
-                "load_ms=%.3f prefill_ms=%.3f ttft_ms=%.3f decode_ms=%.3f sampling_ms=%.3f total_ms=%.3f "
-                "constraint=%s finish=%s\n",
-                s.prompt_tokens, s.reused, s.evaluated, s.generated, load_ms, s.prefill_ms, s.ttft_ms,
-                s.decode_ms, s.sampling_ms, s.total_ms, s.constraint, s.finish);
-    std::printf("EW_RC 0\nEW_RSS_KB %ld\nEW_WALL_MS %.0f\n", peak_rss_kb(), s.total_ms);
-    std::string encoded = base64(text);
-    for (size_t i = 0; i < encoded.size(); i += 76) std::printf("EW_TEXT %s\n", encoded.substr(i, 76).c_str());
-    std::printf("EW_END request %s\n", r.id.c_str());
-    std::fflush(stdout);
-}
 
 std::string dir_of(const std::string & path) {
     size_t slash = path.find_last_of('/');
@@ -464,28 +344,21 @@ std::string dir_of(const std::string & path) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::string model_path, case_dir, vocab_path;
-    int threads = 0;
-    bool verbose = false;
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) fail(2, "argument " + a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--model") model_path = value();
-        else if (a == "--case") case_dir = value();
-        else if (a == "--threads") threads = std::atoi(value().c_str());
-        else if (a == "--vocab") vocab_path = value();
-        else if (a == "--verbose") verbose = true;
-        else if (a == "--version") { std::printf("ew_et on the ExecuTorch runtime (XNNPACK, optimized and quantized kernels; our llama:: LLM kernels)\n"); return 0; }
-        else fail(2, "unknown argument " + a + " (ew_et --model FILE.pte --case DIR [--threads N] [--vocab FILE])");
-    }
-    if (model_path.empty() || case_dir.empty()) fail(2, "ew_et needs --model FILE.pte and --case DIR");
-    if (threads <= 0) threads = (int) std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    std::string vocab_path;
+    ew::Options options = ew::parse_options(argc, argv, "ew_et", "FILE.pte", "[--threads N] [--vocab FILE]",
+                                            [&](const std::string & a, auto value) {
+        if (a == "--vocab") vocab_path = value();
+        else if (a == "--verbose") {}  // accepted, and not used
+        else if (a == "--version") {
+            std::printf("ew_et on the ExecuTorch runtime (XNNPACK, optimized and quantized kernels; our llama:: LLM kernels)\n");
+            std::exit(0);
+        } else return false;
+        return true;
+    });
+    const std::string & model_path = options.model, & case_dir = options.case_dir;
+    int threads = options.threads > 0 ? options.threads : ew::default_threads();
     if (vocab_path.empty()) vocab_path = dir_of(model_path) + "/ew_et.vocab";
-    (void) verbose;
-    std::vector<Request> requests = read_requests(case_dir);
+    std::vector<Request> requests = ew::read_requests(case_dir);
     Vocab vocab;
     vocab.load(vocab_path);
 
@@ -520,8 +393,7 @@ int main(int argc, char ** argv) {
     std::map<std::string, Choices> choice_files;
     bool noted_schema = false;
     for (const Request & r : requests) {
-        std::printf("EW_NEXT request %s\n", r.id.c_str());
-        std::fflush(stdout);
+        ew::print_next(r);
         double start = now_ms();
         std::string token_text;
         if (!read_file(case_dir + "/" + r.id + ".tokens", token_text))
@@ -580,7 +452,7 @@ int main(int argc, char ** argv) {
                 for (size_t i = 0; i < p.size(); i++) p[i] = std::exp((e.logits[i] - best) / r.temperature);
                 token = (int64_t) std::discrete_distribution<size_t>(p.begin(), p.end())(rng);
             } else {
-                token = argmax(e.logits);
+                token = ew::argmax<int64_t>(e.logits);
             }
             double now = now_ms();
             s.sampling_ms += now - pick_start;
@@ -598,10 +470,8 @@ int main(int argc, char ** argv) {
             fail(4, "request " + r.id + ": constrained decoding ended on '" + text + "', which is none of its " +
                     std::to_string(choices->choices.size()) + " choices (max_tokens=" + std::to_string(budget) +
                     " may be too small for the longest choice)");
-        s.ttft_ms = first_at >= 0 ? first_at - start : -1;
-        s.decode_ms = first_at >= 0 ? last_at - first_at : 0;
-        s.total_ms = now_ms() - start;
-        print_record(r, s, load_ms, vocab.text_after(ids.back(), generated));
+        s.set_times(start, first_at, last_at, now_ms());
+        ew::print_record(r, s, load_ms, std::string("constraint=") + s.constraint, vocab.text_after(ids.back(), generated));
     }
     return 0;
 }

@@ -24,7 +24,7 @@
 //   EW_NOTE text                   something worth recording (threads, context)
 //   EW_NEXT request ID             printed before a request starts (names it if the process dies)
 //   EW_BEGIN request ID            then, once the request is done:
-//   EW_STAT key=value ...          its timings and token counts (see print_record)
+//   EW_STAT key=value ...          its timings and token counts (../common/ew_runner.hpp print_record)
 //   EW_RC 0 / EW_RSS_KB n / EW_WALL_MS n
 //   EW_TEXT base64                 the generated text (several lines, concatenated)
 //   EW_END request ID
@@ -33,112 +33,23 @@
 
 #include "llama.h"
 
-#include <sys/resource.h>
+#include "ew_runner.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
 
-struct Request {
-    std::string id;
-    int max_tokens = 0;
-    float temperature = 0.0f;
-    uint32_t seed = 0;
-    std::string grammar_file;  // "-": none
-    std::string prefix_file;   // "-": none
-};
-
-double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-// Peak resident set size of this process so far, in KiB (Linux and Android report KiB).
-long peak_rss_kb() {
-    struct rusage usage;
-    return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : 0;
-}
-
-// A request the runner cannot serve, or a file it cannot read: one line, then exit.
-[[noreturn]] void fail(int code, const std::string & message) {
-    std::printf("EW_ERROR %s\n", message.c_str());
-    std::fflush(stdout);
-    std::exit(code);
-}
-
-bool read_file(const std::string & path, std::string & out) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return false;
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    out = buffer.str();
-    return true;
-}
-
-std::vector<std::string> split(const std::string & line, char sep) {
-    std::vector<std::string> parts;
-    std::string part;
-    std::istringstream in(line);
-    while (std::getline(in, part, sep)) parts.push_back(part);
-    return parts;
-}
-
-std::vector<Request> read_requests(const std::string & dir) {
-    std::string text;
-    if (!read_file(dir + "/requests.tsv", text)) fail(3, "no " + dir + "/requests.tsv");
-    std::vector<Request> requests;
-    for (const std::string & raw : split(text, '\n')) {
-        std::string line = raw;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty()) continue;
-        std::vector<std::string> f = split(line, '\t');
-        if (f.size() < 6) fail(3, "requests.tsv line '" + line + "' has fewer than 6 columns");
-        Request r;
-        r.id = f[0];
-        r.max_tokens = std::atoi(f[1].c_str());
-        r.temperature = std::strtof(f[2].c_str(), nullptr);
-        r.seed = (uint32_t) std::strtoul(f[3].c_str(), nullptr, 10);
-        r.grammar_file = f[4];
-        r.prefix_file = f[5];
-        requests.push_back(r);
-    }
-    return requests;
-}
-
-std::string base64(const std::string & data) {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    size_t i = 0;
-    for (; i + 2 < data.size(); i += 3) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8) | (uint8_t) data[i + 2];
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += abc[n & 63];
-    }
-    if (i + 1 == data.size()) {
-        uint32_t n = (uint8_t) data[i] << 16;
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += "==";
-    } else if (i + 2 == data.size()) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8);
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += '=';
-    }
-    return out;
-}
-
-size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b) {
-    size_t n = 0;
-    while (n < a.size() && n < b.size() && a[n] == b[n]) n++;
-    return n;
-}
+using ew::common_prefix;
+using ew::fail;
+using ew::now_ms;
+using ew::read_file;
+using ew::Request;
 
 // The host's tokenization (runtimes/llamacpp.py _tokenize): BOS when the model adds one,
 // special tokens parsed, and a BOS written in the text itself not doubled.
@@ -259,27 +170,10 @@ struct GrammarPick {
     }
 };
 
-// One request's numbers (EW_STAT).
-struct Stats {
-    size_t prompt_tokens = 0, reused = 0, evaluated = 0, generated = 0;
-    double prefill_ms = 0, ttft_ms = -1, decode_ms = 0, sampling_ms = 0, total_ms = 0;
+// One request's numbers (EW_STAT): the common ones and the grammar's full passes.
+struct Stats : ew::Stats {
     int full_grammar_passes = 0;
-    const char * finish = "length";
 };
-
-void print_record(const Request & r, const Stats & s, double load_ms, const std::string & text) {
-    std::printf("EW_BEGIN request %s\n", r.id.c_str());
-    std::printf("EW_STAT prompt_tokens=%zu reused_tokens=%zu evaluated_tokens=%zu generated_tokens=%zu "
-                "load_ms=%.3f prefill_ms=%.3f ttft_ms=%.3f decode_ms=%.3f sampling_ms=%.3f total_ms=%.3f "
-                "full_grammar_passes=%d finish=%s\n",
-                s.prompt_tokens, s.reused, s.evaluated, s.generated, load_ms, s.prefill_ms, s.ttft_ms,
-                s.decode_ms, s.sampling_ms, s.total_ms, s.full_grammar_passes, s.finish);
-    std::printf("EW_RC 0\nEW_RSS_KB %ld\nEW_WALL_MS %.0f\n", peak_rss_kb(), s.total_ms);
-    std::string encoded = base64(text);
-    for (size_t i = 0; i < encoded.size(); i += 76) std::printf("EW_TEXT %s\n", encoded.substr(i, 76).c_str());
-    std::printf("EW_END request %s\n", r.id.c_str());
-    std::fflush(stdout);
-}
 
 bool verbose = false;
 
@@ -290,27 +184,20 @@ void log_to_stderr(ggml_log_level level, const char * text, void *) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::string model_path, case_dir;
-    int threads = 0, n_ctx = 4096, n_batch = 512;
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) fail(2, "argument " + a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--model") model_path = value();
-        else if (a == "--case") case_dir = value();
-        else if (a == "--threads") threads = std::atoi(value().c_str());
-        else if (a == "--ctx") n_ctx = std::atoi(value().c_str());
+    int n_ctx = 4096, n_batch = 512;
+    ew::Options options = ew::parse_options(argc, argv, "ew_llama", "FILE", "[--threads N] [--ctx N]",
+                                            [&](const std::string & a, auto value) {
+        if (a == "--ctx") n_ctx = std::atoi(value().c_str());
         else if (a == "--batch") n_batch = std::atoi(value().c_str());
         else if (a == "--verbose") verbose = true;
-        else if (a == "--version") { std::printf("ew_llama on llama.cpp: %s\n", llama_print_system_info()); return 0; }
-        else fail(2, "unknown argument " + a + " (ew_llama --model FILE --case DIR [--threads N] [--ctx N])");
-    }
-    if (model_path.empty() || case_dir.empty()) fail(2, "ew_llama needs --model FILE and --case DIR");
-    if (threads <= 0) threads = (int) std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+        else if (a == "--version") { std::printf("ew_llama on llama.cpp: %s\n", llama_print_system_info()); std::exit(0); }
+        else return false;
+        return true;
+    });
+    const std::string & model_path = options.model, & case_dir = options.case_dir;
+    int threads = options.threads > 0 ? options.threads : ew::default_threads();
     n_batch = std::max(1, std::min(n_batch, n_ctx));
-    std::vector<Request> requests = read_requests(case_dir);
+    std::vector<Request> requests = ew::read_requests(case_dir);
 
     llama_log_set(log_to_stderr, nullptr);
     llama_backend_init();
@@ -341,11 +228,9 @@ int main(int argc, char ** argv) {
     std::map<std::string, llama_sampler *> grammars;  // by file name, parsed once
     GrammarPick pick;
     for (const Request & r : requests) {
-        std::printf("EW_NEXT request %s\n", r.id.c_str());
-        std::fflush(stdout);
+        ew::print_next(r);
         double start = now_ms();
-        std::string prompt;
-        if (!read_file(case_dir + "/" + r.id + ".prompt", prompt)) fail(3, "request " + r.id + ": no " + r.id + ".prompt");
+        std::string prompt = ew::read_prompt(case_dir, r);
         llama_sampler * grammar = nullptr;
         if (r.grammar_file != "-") {
             auto found = grammars.find(r.grammar_file);
@@ -427,10 +312,8 @@ int main(int argc, char ** argv) {
         s.full_grammar_passes = pick.full_passes;
         pick.full_passes = 0;
         if (chain) llama_sampler_free(chain);
-        s.ttft_ms = first_at >= 0 ? first_at - start : -1;
-        s.decode_ms = first_at >= 0 ? last_at - first_at : 0;
-        s.total_ms = now_ms() - start;
-        print_record(r, s, load_ms, text);
+        s.set_times(start, first_at, last_at, now_ms());
+        ew::print_record(r, s, load_ms, "full_grammar_passes=" + std::to_string(s.full_grammar_passes), text);
     }
 
     for (auto & g : grammars) llama_sampler_free(g.second);

@@ -33,28 +33,26 @@
 // logits moved by up to 1.75 (smollm2-135m, int8 export) and 0.27 (tiny-llama); evaluated
 // whole, they equal the host's bit for bit.  (The host's Python API can only reset.)
 //
-// Output on stdout, one record per line (device_runner/engines.py parses it), as ew_llama:
+// Output on stdout, one record per line (device_runner/engines.py parses it; ../common/ew_runner.hpp), as ew_llama:
 //   EW_NOTE text / EW_NEXT request ID / EW_BEGIN request ID / EW_STAT key=value ... /
 //   EW_RC 0 / EW_RSS_KB n / EW_WALL_MS n / EW_TEXT base64 / EW_END request ID / EW_ERROR text (exit 2-5)
 // MNN prints its own messages with printf: they are sent to stderr (the records keep stdout).
 
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include "ew_runner.hpp"
+
 #include <algorithm>
-#include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 // ---- MNN's LLM API: our own declarations ------------------------------------------------------
@@ -113,95 +111,13 @@ namespace {
 
 using MNN::Transformer::Llm;
 
-FILE * out = stdout;  // the records (main moves MNN's printf output to stderr)
-
-struct Request {
-    std::string id;
-    int max_tokens = 0;
-    float temperature = 0.0f;
-    uint32_t seed = 0;
-    std::string grammar_file;  // "-": none
-};
-
-double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-long peak_rss_kb() {
-    struct rusage usage;
-    return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : 0;
-}
-
-[[noreturn]] void fail(int code, const std::string & message) {
-    std::fprintf(out, "EW_ERROR %s\n", message.c_str());
-    std::fflush(out);
-    std::exit(code);
-}
-
-bool read_file(const std::string & path, std::string & text) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return false;
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    text = buffer.str();
-    return true;
-}
-
-std::vector<std::string> split(const std::string & line, char sep) {
-    std::vector<std::string> parts;
-    std::string part;
-    std::istringstream in(line);
-    while (std::getline(in, part, sep)) parts.push_back(part);
-    return parts;
-}
-
-bool ends_with(const std::string & s, const std::string & tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-bool starts_with(const std::string & s, const std::string & head) {
-    return s.size() >= head.size() && s.compare(0, head.size(), head) == 0;
-}
-
-std::vector<Request> read_requests(const std::string & dir) {
-    std::string text;
-    if (!read_file(dir + "/requests.tsv", text)) fail(3, "no " + dir + "/requests.tsv");
-    std::vector<Request> requests;
-    for (const std::string & raw : split(text, '\n')) {
-        std::string line = raw;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty()) continue;
-        std::vector<std::string> f = split(line, '\t');
-        if (f.size() < 6) fail(3, "requests.tsv line '" + line + "' has fewer than 6 columns");
-        Request r;
-        r.id = f[0];
-        r.max_tokens = std::atoi(f[1].c_str());
-        r.temperature = std::strtof(f[2].c_str(), nullptr);
-        r.seed = (uint32_t) std::strtoul(f[3].c_str(), nullptr, 10);
-        r.grammar_file = f[4];
-        requests.push_back(r);
-    }
-    return requests;
-}
-
-std::string base64(const std::string & data) {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string encoded;
-    size_t i = 0;
-    for (; i + 2 < data.size(); i += 3) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8) | (uint8_t) data[i + 2];
-        encoded += abc[n >> 18]; encoded += abc[(n >> 12) & 63]; encoded += abc[(n >> 6) & 63]; encoded += abc[n & 63];
-    }
-    if (i + 1 == data.size()) {
-        uint32_t n = (uint8_t) data[i] << 16;
-        encoded += abc[n >> 18]; encoded += abc[(n >> 12) & 63]; encoded += "==";
-    } else if (i + 2 == data.size()) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8);
-        encoded += abc[n >> 18]; encoded += abc[(n >> 12) & 63]; encoded += abc[(n >> 6) & 63]; encoded += '=';
-    }
-    return encoded;
-}
+using ew::CHOICE_SCAN;
+using ew::ends_with;
+using ew::fail;
+using ew::now_ms;
+using ew::read_file;
+using ew::Request;  // prefix_file: not read (the common prefix with the cache is found by comparing tokens)
+using ew::starts_with;
 
 // Bytes read as UTF-8 the way Python's bytes.decode(errors="replace") reads them (the host's
 // MnnModel.decode): each maximal invalid subpart becomes one U+FFFD.  The result is valid UTF-8,
@@ -393,9 +309,7 @@ struct Model {
     // from `begin` on (applied at the next forward); generate_init() with reuse_kv=true keeps the
     // rest and starts a new prompt (its next forward runs MNN's prefill module, as after reset()).
     size_t keep_prefix(const std::vector<int> & tokens) {
-        size_t common = 0;
-        while (common < cached.size() && common < tokens.size() && cached[common] == tokens[common]) common++;
-        common = std::min(common, tokens.size() - 1);
+        size_t common = std::min(ew::common_prefix(cached, tokens), tokens.size() - 1);
         if (!reuse || common == 0 || llm->getCurrentHistory() != cached.size()) {
             llm->reset();
             cached.clear();
@@ -425,8 +339,6 @@ struct TextOf {
     }
 };
 
-const size_t CHOICE_SCAN = 2048;  // runtimes/_decode.py CHOICE_SCAN
-
 // The host's _choice_token: the best token that keeps the text a prefix of some choice (greedy at
 // any temperature, as there).  Returns the token (-1: stop here) and sets `done` when the text is
 // then complete.  Equal logits go to the lower id (the host's order for exact ties is Python's set
@@ -434,9 +346,7 @@ const size_t CHOICE_SCAN = 2048;  // runtimes/_decode.py CHOICE_SCAN
 struct ChoicePick {
     int scans = 0;  // steps that needed the vocabulary scan (no choice-derived candidate fitted)
 
-    static bool in(const std::vector<std::string> & list, const std::string & s) {
-        return std::find(list.begin(), list.end(), s) != list.end();
-    }
+    static bool in(const std::vector<std::string> & list, const std::string & s) { return ew::is_choice(list, s); }
 
     int pick(Model & m, TextOf & text_of, const std::vector<int> & generated, const std::vector<float> & logits,
              const std::vector<std::string> & choices, bool & done, const std::string & rid) {
@@ -492,12 +402,7 @@ struct ChoicePick {
             }
         }
         scans++;
-        size_t k = std::min(CHOICE_SCAN, logits.size());
-        std::vector<int> top(logits.size());
-        for (size_t i = 0; i < top.size(); i++) top[i] = (int) i;
-        std::partial_sort(top.begin(), top.begin() + k, top.end(), by_logit);
-        for (size_t i = 0; i < k; i++) {
-            int t = top[i];
+        for (int t : ew::most_likely<int>(logits, CHOICE_SCAN)) {
             if (std::find(candidates.begin(), candidates.end(), t) == candidates.end() && keeps(t)) {
                 done = in(choices, text_of.of(generated, t)) && final_text(t);
                 return t;
@@ -508,30 +413,10 @@ struct ChoicePick {
     }
 };
 
-struct Stats {
-    size_t prompt_tokens = 0, reused = 0, evaluated = 0, generated = 0;
-    double prefill_ms = 0, ttft_ms = -1, decode_ms = 0, sampling_ms = 0, total_ms = 0;
+// One request's numbers (EW_STAT): the common ones and the choice scans (as ew_llama's key).
+struct Stats : ew::Stats {
     int full_grammar_passes = 0;
-    const char * finish = "length";
 };
-
-void print_record(const Request & r, const Stats & s, double load_ms, const std::string & text) {
-    std::fprintf(out, "EW_BEGIN request %s\n", r.id.c_str());
-    std::fprintf(out, "EW_STAT prompt_tokens=%zu reused_tokens=%zu evaluated_tokens=%zu generated_tokens=%zu "
-                 "load_ms=%.3f prefill_ms=%.3f ttft_ms=%.3f decode_ms=%.3f sampling_ms=%.3f total_ms=%.3f "
-                 "full_grammar_passes=%d finish=%s\n",
-                 s.prompt_tokens, s.reused, s.evaluated, s.generated, load_ms, s.prefill_ms, s.ttft_ms,
-                 s.decode_ms, s.sampling_ms, s.total_ms, s.full_grammar_passes, s.finish);
-    std::fprintf(out, "EW_RC 0\nEW_RSS_KB %ld\nEW_WALL_MS %.0f\n", peak_rss_kb(), s.total_ms);
-    std::string encoded = base64(text);
-    for (size_t i = 0; i < encoded.size(); i += 76) std::fprintf(out, "EW_TEXT %s\n", encoded.substr(i, 76).c_str());
-    std::fprintf(out, "EW_END request %s\n", r.id.c_str());
-    std::fflush(out);
-}
-
-int argmax(const std::vector<float> & logits) {  // numpy's argmax: the first maximum
-    return (int) (std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
 
 int sample(const std::vector<float> & logits, float temperature, std::mt19937 & rng) {
     float top = *std::max_element(logits.begin(), logits.end());
@@ -546,32 +431,25 @@ int sample(const std::vector<float> & logits, float temperature, std::mt19937 & 
 int main(int argc, char ** argv) {
     // MNN prints with printf: our records get their own copy of stdout, and fd 1 becomes stderr.
     int records_fd = dup(1);
-    if (records_fd >= 0 && (out = fdopen(records_fd, "w")) != nullptr) {
+    if (records_fd >= 0 && (ew::records = fdopen(records_fd, "w")) != nullptr) {
         std::fflush(stdout);
         dup2(2, 1);
     } else {
-        out = stdout;
+        ew::records = stdout;
     }
-    std::string model_dir, case_dir;
-    int threads = 0;
     bool reuse = false;
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) fail(2, "argument " + a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--model") model_dir = value();
-        else if (a == "--case") case_dir = value();
-        else if (a == "--threads") threads = std::atoi(value().c_str());
-        else if (a == "--reuse-kv") reuse = true;
-        else if (a == "--version") { std::fprintf(out, "ew_mnn on MNN's LLM engine (C++ API of MNN 3.6.1)\n"); return 0; }
-        else fail(2, "unknown argument " + a + " (ew_mnn --model DIR --case DIR [--threads N] [--reuse-kv])");
-    }
-    if (model_dir.empty() || case_dir.empty()) fail(2, "ew_mnn needs --model DIR and --case DIR");
+    ew::Options options = ew::parse_options(argc, argv, "ew_mnn", "DIR", "[--threads N] [--reuse-kv]",
+                                            [&](const std::string & a, auto) {
+        if (a == "--reuse-kv") reuse = true;
+        else if (a == "--version") { std::fprintf(ew::records, "ew_mnn on MNN's LLM engine (C++ API of MNN 3.6.1)\n"); std::exit(0); }
+        else return false;
+        return true;
+    });
+    std::string model_dir = options.model;
+    const std::string & case_dir = options.case_dir;
     if (ends_with(model_dir, "/config.json")) model_dir.resize(model_dir.size() - 12);
-    if (threads <= 0) threads = (int) std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
-    std::vector<Request> requests = read_requests(case_dir);
+    int threads = options.threads > 0 ? options.threads : ew::default_threads();
+    std::vector<Request> requests = ew::read_requests(case_dir);
 
     std::string config_text, llm_config_text;
     Json config, llm_config;
@@ -609,7 +487,7 @@ int main(int argc, char ** argv) {
         std::vector<int> ids = m.tokenize(eos_text->str);
         if (!ids.empty()) m.eos.insert(ids.back());
     }
-    std::fprintf(out, "EW_NOTE ew_mnn: %d threads, %s, model loaded in %.0f ms\n", threads,
+    std::fprintf(ew::records, "EW_NOTE ew_mnn: %d threads, %s, model loaded in %.0f ms\n", threads,
                  reuse ? "KV cache kept across requests (--reuse-kv)" : "each prompt evaluated whole, as the host does",
                  load_ms);
     bool noted_schema = false;
@@ -617,11 +495,9 @@ int main(int argc, char ** argv) {
     std::map<std::string, std::vector<std::string>> choice_files;
     ChoicePick chooser;
     for (const Request & r : requests) {
-        std::fprintf(out, "EW_NEXT request %s\n", r.id.c_str());
-        std::fflush(out);
+        ew::print_next(r);
         double start = now_ms();
-        std::string prompt;
-        if (!read_file(case_dir + "/" + r.id + ".prompt", prompt)) fail(3, "request " + r.id + ": no " + r.id + ".prompt");
+        std::string prompt = ew::read_prompt(case_dir, r);
         const std::vector<std::string> * choices = nullptr;
         if (r.grammar_file != "-") {
             if (ends_with(r.grammar_file, ".choices")) {
@@ -646,7 +522,7 @@ int main(int argc, char ** argv) {
                 choices = &found->second;
             } else if (ends_with(r.grammar_file, ".schema.json")) {
                 if (!noted_schema) {
-                    std::fprintf(out, "EW_NOTE ew_mnn: JSON-schema requests decoded free (no schema masks on the phone)\n");
+                    std::fprintf(ew::records, "EW_NOTE ew_mnn: JSON-schema requests decoded free (no schema masks on the phone)\n");
                     noted_schema = true;
                 }
             } else {
@@ -677,7 +553,7 @@ int main(int argc, char ** argv) {
             int token;
             bool done = false;
             if (choices != nullptr) token = chooser.pick(m, text_of, generated, logits, *choices, done, r.id);
-            else token = r.temperature > 0 ? sample(logits, r.temperature, rng) : argmax(logits);
+            else token = r.temperature > 0 ? sample(logits, r.temperature, rng) : ew::argmax<int>(logits);
             double now = now_ms();
             s.sampling_ms += now - pick_start;
             if (token < 0 || (choices == nullptr && m.eos.count(token))) { s.finish = "stop"; break; }
@@ -690,17 +566,15 @@ int main(int argc, char ** argv) {
             if (!m.forward({token}, logits))
                 fail(5, "request " + r.id + ": MNN's forward failed while decoding (see its log on stderr)");
         }
-        if (choices != nullptr && std::find(choices->begin(), choices->end(), text) == choices->end())
+        if (choices != nullptr && !ew::is_choice(*choices, text))
             fail(4, "request " + r.id + ": constrained decoding ended on '" + text + "', which is none of its " +
                     std::to_string(choices->size()) + " choices (max_tokens=" + std::to_string(r.max_tokens) +
                     " may be too small for the longest choice)");
         s.generated = generated.size();
         s.full_grammar_passes = chooser.scans;
         chooser.scans = 0;
-        s.ttft_ms = first_at >= 0 ? first_at - start : -1;
-        s.decode_ms = first_at >= 0 ? last_at - first_at : 0;
-        s.total_ms = now_ms() - start;
-        print_record(r, s, load_ms, text);
+        s.set_times(start, first_at, last_at, now_ms());
+        ew::print_record(r, s, load_ms, "full_grammar_passes=" + std::to_string(s.full_grammar_passes), text);
     }
     Llm::destroy(m.llm);
     return 0;

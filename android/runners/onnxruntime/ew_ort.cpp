@@ -48,27 +48,22 @@
 //   EW_NOTE text                   something worth recording (threads, context)
 //   EW_NEXT request ID             printed before a request starts (names it if the process dies)
 //   EW_BEGIN request ID            then, once the request is done:
-//   EW_STAT key=value ...          its timings and token counts (see print_record)
+//   EW_STAT key=value ...          its timings and token counts (../common/ew_runner.hpp print_record)
 //   EW_RC 0 / EW_RSS_KB n / EW_WALL_MS n
 //   EW_TEXT base64                 the generated text (several lines, concatenated)
 //   EW_END request ID
 //   EW_ERROR text                  a request it cannot serve, or a file it cannot read (exit 2-5)
 
-#include <sys/resource.h>
+#include "ew_runner.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <map>
-#include <memory>
-#include <set>
-#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 // ---- onnxruntime-genai's C API: our own declarations of the functions this file calls, written
@@ -129,34 +124,17 @@ OgaResult * OgaTensorGetData(OgaTensor * tensor, void ** out);
 
 namespace {
 
-constexpr size_t CHOICE_SCAN = 2048;   // runtimes/_decode.py CHOICE_SCAN
 constexpr size_t CACHE_TOKENS = 4096;  // runtimes/onnxruntime.py cache_tokens (its default)
 // runtimes/_decode.py JSON_WHITESPACE, as a JSON string: none, one space, or a newline and up to 20
 // spaces or tabs between JSON tokens.
 const char * const JSON_WHITESPACE_JSON = "\"(?: |\\\\n[ \\\\t]{0,20})?\"";
 
-struct Request {
-    std::string id;
-    int max_tokens = 0;
-    float temperature = 0.0f;
-    std::string grammar_file;  // "-": none
-};
-
-double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-long peak_rss_kb() {
-    struct rusage usage;
-    return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : 0;
-}
-
-[[noreturn]] void fail(int code, const std::string & message) {
-    std::printf("EW_ERROR %s\n", message.c_str());
-    std::fflush(stdout);
-    std::exit(code);
-}
+using ew::CHOICE_SCAN;
+using ew::fail;
+using ew::now_ms;
+using ew::read_file;
+using ew::Request;
+using ew::starts_with;
 
 // An onnxruntime-genai call that failed: its message, and the request it was serving.
 void check(OgaResult * result, int code, const std::string & what) {
@@ -166,61 +144,6 @@ void check(OgaResult * result, int code, const std::string & what) {
     while (!message.empty() && (message.back() == '\n' || message.back() == '\r')) message.pop_back();
     for (char & c : message) if (c == '\n' || c == '\r') c = ' ';
     fail(code, what + ": onnxruntime-genai says: " + message);
-}
-
-bool read_file(const std::string & path, std::string & out) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return false;
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    out = buffer.str();
-    return true;
-}
-
-std::vector<std::string> split(const std::string & line, char sep) {
-    std::vector<std::string> parts;
-    std::string part;
-    std::istringstream in(line);
-    while (std::getline(in, part, sep)) parts.push_back(part);
-    return parts;
-}
-
-std::vector<Request> read_requests(const std::string & dir) {
-    std::string text;
-    if (!read_file(dir + "/requests.tsv", text)) fail(3, "no " + dir + "/requests.tsv");
-    std::vector<Request> requests;
-    for (const std::string & raw : split(text, '\n')) {
-        std::string line = raw;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty()) continue;
-        std::vector<std::string> f = split(line, '\t');
-        if (f.size() < 6) fail(3, "requests.tsv line '" + line + "' has fewer than 6 columns");
-        Request r;
-        r.id = f[0];
-        r.max_tokens = std::atoi(f[1].c_str());
-        r.temperature = std::strtof(f[2].c_str(), nullptr);
-        r.grammar_file = f[4];
-        requests.push_back(r);
-    }
-    return requests;
-}
-
-std::string base64(const std::string & data) {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    size_t i = 0;
-    for (; i + 2 < data.size(); i += 3) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8) | (uint8_t) data[i + 2];
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += abc[n & 63];
-    }
-    if (i + 1 == data.size()) {
-        uint32_t n = (uint8_t) data[i] << 16;
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += "==";
-    } else if (i + 2 == data.size()) {
-        uint32_t n = ((uint8_t) data[i] << 16) | ((uint8_t) data[i + 1] << 8);
-        out += abc[n >> 18]; out += abc[(n >> 12) & 63]; out += abc[(n >> 6) & 63]; out += '=';
-    }
-    return out;
 }
 
 // ---- the few values of genai_config.json / tokenizer_config.json the host reads -----------------
@@ -349,12 +272,6 @@ std::vector<int32_t> ids_of(const Json * v) {
     return out;
 }
 
-size_t common_prefix(const std::vector<int32_t> & a, const std::vector<int32_t> & b) {
-    size_t n = 0;
-    while (n < a.size() && n < b.size() && a[n] == b[n]) n++;
-    return n;
-}
-
 float half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t) (h >> 15) << 31, exp = (h >> 10) & 31, mant = h & 1023, bits;
     if (exp == 0) {
@@ -474,7 +391,7 @@ struct Engine {
     // runtimes/onnxruntime.py _engine(...).prefill: returns the reused token count.
     size_t prefill(const std::vector<int32_t> & ids, size_t needed, std::vector<float> & logits) {
         size_t keep = 0;
-        if (generator && needed <= generator_length) keep = std::min(common_prefix(sequence, ids), ids.size() - 1);
+        if (generator && needed <= generator_length) keep = std::min(ew::common_prefix(sequence, ids), ids.size() - 1);
         if (keep == 0) {
             size_t length = std::min(context, std::max(needed, CACHE_TOKENS));
             drop();
@@ -517,8 +434,6 @@ struct TextOf {
     }
 };
 
-bool starts_with(const std::string & s, const std::string & prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-
 // runtimes/_decode.py _choice_token: (token or -1, the text is now complete).
 struct ChoicePick {
     int scans = 0;  // steps that had to scan the most likely tokens (no candidate kept a prefix)
@@ -528,7 +443,7 @@ struct ChoicePick {
         std::string current = generated.empty() ? "" : text_of.of(generated);
         std::vector<std::string> live;
         for (const auto & c : choices) if (starts_with(c, current)) live.push_back(c);
-        bool is_choice = std::find(choices.begin(), choices.end(), current) != choices.end();
+        bool is_choice = ew::is_choice(choices, current);
         bool longer = false;
         for (const auto & c : live) longer = longer || c.size() > current.size();
         if (is_choice && !longer) return {-1, true};
@@ -563,9 +478,7 @@ struct ChoicePick {
             for (const auto & c : live) if (c.size() > text.size() && starts_with(c, text)) return false;
             return true;
         };
-        auto in_choices = [&](const std::string & text) {
-            return std::find(choices.begin(), choices.end(), text) != choices.end();
-        };
+        auto in_choices = [&](const std::string & text) { return ew::is_choice(choices, text); };
         if (is_choice) {  // the text is already a choice: stopping competes with going on to a longer one
             int32_t eos = -1;
             for (int32_t t : e.eos) if (eos < 0 || logit(t) > logit(eos)) eos = t;
@@ -581,14 +494,7 @@ struct ChoicePick {
             }
         }
         scans++;
-        size_t k = std::min(CHOICE_SCAN, logits.size());
-        std::vector<int32_t> top(logits.size());
-        for (size_t i = 0; i < top.size(); i++) top[i] = (int32_t) i;
-        std::partial_sort(top.begin(), top.begin() + k, top.end(), [&](int32_t a, int32_t b) {
-            return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-        });
-        for (size_t i = 0; i < k; i++) {
-            int32_t t = top[i];
+        for (int32_t t : ew::most_likely<int32_t>(logits, CHOICE_SCAN)) {
             if (std::find(candidates.begin(), candidates.end(), t) != candidates.end()) continue;
             if (keeps(t)) {
                 std::string text = text_with(t);
@@ -689,27 +595,11 @@ struct WhitespaceBound {
     }
 };
 
-struct Stats {
-    size_t prompt_tokens = 0, reused = 0, evaluated = 0, generated = 0;
-    double prefill_ms = 0, ttft_ms = -1, decode_ms = 0, sampling_ms = 0, total_ms = 0;
+// One request's numbers (EW_STAT): the common ones, the choice scans and the constraint.
+struct Stats : ew::Stats {
     int choice_scans = 0;
-    const char * finish = "length";
     const char * mode = "free";
 };
-
-void print_record(const Request & r, const Stats & s, double load_ms, const std::string & text) {
-    std::printf("EW_BEGIN request %s\n", r.id.c_str());
-    std::printf("EW_STAT prompt_tokens=%zu reused_tokens=%zu evaluated_tokens=%zu generated_tokens=%zu "
-                "load_ms=%.3f prefill_ms=%.3f ttft_ms=%.3f decode_ms=%.3f sampling_ms=%.3f total_ms=%.3f "
-                "choice_scans=%d constraint=%s finish=%s\n",
-                s.prompt_tokens, s.reused, s.evaluated, s.generated, load_ms, s.prefill_ms, s.ttft_ms,
-                s.decode_ms, s.sampling_ms, s.total_ms, s.choice_scans, s.mode, s.finish);
-    std::printf("EW_RC 0\nEW_RSS_KB %ld\nEW_WALL_MS %.0f\n", peak_rss_kb(), s.total_ms);
-    std::string encoded = base64(text);
-    for (size_t i = 0; i < encoded.size(); i += 76) std::printf("EW_TEXT %s\n", encoded.substr(i, 76).c_str());
-    std::printf("EW_END request %s\n", r.id.c_str());
-    std::fflush(stdout);
-}
 
 std::vector<std::string> read_choices(const std::string & text) {
     std::vector<std::string> choices;
@@ -740,25 +630,18 @@ std::string schema_with_whitespace(const std::string & schema) {
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::string model_dir, case_dir;
-    int threads = 0;
     bool verbose = false;
-    for (int i = 1; i < argc; i++) {
-        std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) fail(2, "argument " + a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--model") model_dir = value();
-        else if (a == "--case") case_dir = value();
-        else if (a == "--threads") threads = std::atoi(value().c_str());
-        else if (a == "--ctx") value();  // the scripts' common argument; the model's context_length decides
+    ew::Options options = ew::parse_options(argc, argv, "ew_ort", "DIR", "[--threads N] [--verbose]",
+                                            [&](const std::string & a, auto value) {
+        if (a == "--ctx") value();  // the scripts' common argument; the model's context_length decides
         else if (a == "--verbose") verbose = true;
-        else if (a == "--version") { std::printf("ew_ort on onnxruntime-genai (C API of v0.15.2)\n"); return 0; }
-        else fail(2, "unknown argument " + a + " (ew_ort --model DIR --case DIR [--threads N] [--verbose])");
-    }
-    if (model_dir.empty() || case_dir.empty()) fail(2, "ew_ort needs --model DIR and --case DIR");
-    std::vector<Request> requests = read_requests(case_dir);
+        else if (a == "--version") { std::printf("ew_ort on onnxruntime-genai (C API of v0.15.2)\n"); std::exit(0); }
+        else return false;
+        return true;
+    });
+    const std::string & model_dir = options.model, & case_dir = options.case_dir;
+    int threads = options.threads;  // 0: onnxruntime's default
+    std::vector<Request> requests = ew::read_requests(case_dir);
 
     Json genai = read_json(model_dir + "/genai_config.json", true);
     Json tok_config = read_json(model_dir + "/tokenizer_config.json", false);
@@ -791,26 +674,20 @@ int main(int argc, char ** argv) {
     WhitespaceBound bound;
     std::vector<float> logits;
     for (const Request & r : requests) {
-        std::printf("EW_NEXT request %s\n", r.id.c_str());
-        std::fflush(stdout);
+        ew::print_next(r);
         e.rid = r.id;
         if (r.temperature > 0)
             fail(4, "request " + r.id + " asks for temperature " + std::to_string(r.temperature) +
                     ", but ew_ort decodes greedily only; run it with --device host (the host adapter samples)");
-        std::string prompt;
-        if (!read_file(case_dir + "/" + r.id + ".prompt", prompt)) fail(3, "request " + r.id + ": no " + r.id + ".prompt");
+        std::string prompt = ew::read_prompt(case_dir, r);
         std::vector<std::string> choices;
         std::string schema;
         bool has_choices = false, has_schema = false;
         if (r.grammar_file != "-") {
             std::string text;
             if (!read_file(case_dir + "/" + r.grammar_file, text)) fail(3, "request " + r.id + ": no grammar file " + r.grammar_file);
-            auto ends = [&](const std::string & suffix) {
-                return r.grammar_file.size() >= suffix.size() &&
-                       r.grammar_file.compare(r.grammar_file.size() - suffix.size(), suffix.size(), suffix) == 0;
-            };
-            if (ends(".choices")) { choices = read_choices(text); has_choices = true; }
-            else if (ends(".schema.json")) {
+            if (ew::ends_with(r.grammar_file, ".choices")) { choices = read_choices(text); has_choices = true; }
+            else if (ew::ends_with(r.grammar_file, ".schema.json")) {
                 schema = schema_with_whitespace(text);
                 has_schema = true;
                 if (verbose) std::fprintf(stderr, "ew_ort: request %s: guidance json_schema %s\n", r.id.c_str(), schema.c_str());
@@ -845,7 +722,7 @@ int main(int argc, char ** argv) {
                     token = picked.first;
                     done = picked.second;
                 } else {
-                    token = (int32_t) (std::max_element(logits.begin(), logits.end()) - logits.begin());
+                    token = ew::argmax<int32_t>(logits);
                 }
                 double now = now_ms();
                 s.sampling_ms += now - pick_start;
@@ -858,7 +735,7 @@ int main(int argc, char ** argv) {
                 if (generated.size() >= budget) break;
                 e.step(token, logits);
             }
-            if (has_choices && std::find(choices.begin(), choices.end(), text) == choices.end())
+            if (has_choices && !ew::is_choice(choices, text))
                 fail(4, "request " + r.id + ": constrained decoding ended on '" + text + "', which is none of the " +
                         std::to_string(choices.size()) + " choices (max_tokens=" + std::to_string(budget) +
                         " may be too small for the longest choice)");
@@ -897,10 +774,8 @@ int main(int argc, char ** argv) {
         s.evaluated = ids.size() - s.reused;
         s.choice_scans = chooser.scans;
         chooser.scans = 0;
-        s.ttft_ms = first_at >= 0 ? first_at - start : -1;
-        s.decode_ms = first_at >= 0 ? last_at - first_at : 0;
-        s.total_ms = end - start;
-        print_record(r, s, load_ms, text);
+        s.set_times(start, first_at, last_at, end);
+        ew::print_record(r, s, load_ms, "choice_scans=" + std::to_string(s.choice_scans) + " constraint=" + s.mode, text);
     }
 
     e.drop();
