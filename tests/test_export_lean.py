@@ -170,7 +170,9 @@ def test_a_random_source_is_held_to_the_random_weight_thresholds():
     assert min_top1(options, "Q4_K_M") == (0.94, True)
     random = for_random_source("gguf", options)
     assert min_top1(random, "Q4_K_M") == (RANDOM_MIN_TOP1["gguf"]["Q4_K_M"], True)
-    assert min_top1(for_random_source("onnx", get_recipe("gemma-3-4b").format_options("onnx")), "int4")[1] is False
+    assert min_top1(for_random_source("onnx", get_recipe("gemma-3-4b").format_options("onnx")), "int4") == (0.76, True)
+    unmeasured = for_random_source("executorch", get_recipe("gemma-3-4b").format_options("executorch"))
+    assert min_top1(unmeasured, "8da4w")[1] is False
 
 
 def test_bench_export_table_from_the_manifests(tmp_path):
