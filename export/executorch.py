@@ -48,6 +48,17 @@ QEMBEDDING = ("8w", "4w", "none")
 BROKEN_QLINEAR = ("4w", "8w")
 
 
+def optimum_dtype_args(dtype: str, qlinear: str) -> list[str]:
+    """optimum-cli's --dtype for a source of `dtype` exported with `qlinear`.
+
+    optimum loads in float32 unless told: twice a bf16 checkpoint's size.  But the dynamic-activation
+    variants (8da4w, 8da8w) need float32: from a bf16 model, torchao's quantize_affine /
+    dequantize_affine / choose_qparams_affine stay outside XNNPACK and the export stops with "Missing
+    out variants" (optimum-executorch 1.1.0, executorch 1.5.1; measured: a tiny bf16 Llama after 35 s,
+    the random bf16 Gemma 3 4B after 33 min).  So only a float export keeps the source's dtype."""
+    return ["--dtype", dtype] if dtype != "float32" and qlinear == "fp32" else []
+
+
 def _env_has_module(name: str) -> bool:
     """Whether the executorch toolchain env has `name` installed (looked up on disk, nothing run)."""
     from .env import env_dir
@@ -235,9 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "executorch", "--model", str(args.source),
                "--task", "text-generation", "--recipe", "xnnpack", "--use_custom_sdpa", "--use_custom_kv_cache",
                "--max_seq_len", str(args.max_seq_len), "--output_dir", str(scratch / "pte")]
-        dtype = source_dtype(Path(args.source))
-        if dtype != "float32":  # optimum loads in float32 by default: twice a bf16 checkpoint's size
-            cmd += ["--dtype", dtype]
+        cmd += optimum_dtype_args(source_dtype(Path(args.source)), args.qlinear)
         if args.qlinear != "fp32":
             cmd += ["--qlinear", args.qlinear]
         if args.qembedding != "none":

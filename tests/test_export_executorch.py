@@ -130,6 +130,16 @@ def test_tiny_llama_executorch_8da4w_is_quantized_and_close(tmp_path):
     assert parity["passed"] and parity["mode"] == "quantized" and parity["top1_agreement"] >= 0.6
 
 
+def test_dynamic_activation_variants_load_a_bf16_source_in_float32():
+    """From a bf16 model, 8da4w's lowering stops with "Missing out variants" (torchao ops left outside XNNPACK):
+    measured on a tiny bf16 Llama and on the random 4B, so the quantized variants load in float32."""
+    from export.executorch import optimum_dtype_args
+
+    assert optimum_dtype_args("bfloat16", "8da4w") == [] and optimum_dtype_args("bfloat16", "8da8w") == []
+    assert optimum_dtype_args("bfloat16", "fp32") == ["--dtype", "bfloat16"]  # a float export keeps it
+    assert optimum_dtype_args("float32", "8da4w") == []
+
+
 # --- vendor backends (QNN, NeuroPilot): everything before the vendor tool runs --------------------
 # No SDK here: these check the early refusals, the options, and the command lines; nothing fakes an
 # SDK into producing an artifact or a parity verdict.
