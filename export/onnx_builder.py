@@ -17,7 +17,7 @@ Three workarounds around the builder 0.15.2 (onnxruntime_genai.models.builder), 
    MatMulNBits node and its initializers it returns into the graph, and drops the float weight
    (and, once nothing refers to it, its source tensor) before the next one.  The quantizer, its
    settings and so its output bytes are onnxruntime's own (tests/test_onnx_builder.py compares the
-   paths on a tiny model).  Gemma 3 4B: the builder alone 3 min, 12.3 GB.  Used only where the
+   paths on a tiny model).  Gemma 3 4B: the builder alone 3 min, 12.9 GB.  Used only where the
    builder's own pass would do a single plain pass: no QDQ format and no per-node bit placement;
    otherwise the builder's `to_nbits` runs unchanged.
 
