@@ -265,7 +265,7 @@ def phone_overhead(args: argparse.Namespace) -> dict[str, Any]:
         load_signer(key)
         with FakeAdbd(root=tmp / "phone") as phone:
             phone.keystore.add(Path(f"{key}.pub").read_text())
-            _copy_libraries(phone, host_bin / "ew_llama")
+            phone.sandbox.install_host_libraries(host_bin / "ew_llama")
             for repeat in range(args.repeats):  # interleaved: host, phone, host, phone, ...
                 for where in ("host", "phone"):
                     out = tmp / f"{where}-{repeat}"
@@ -304,22 +304,6 @@ def phone_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _copy_libraries(phone: Any, binary: Path) -> None:
-    """The shared libraries a host-built binary needs (ldd), at the same paths in the phone's chroot."""
-    import shutil
-    import subprocess
-
-    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
-        if path.startswith("/"):
-            target = phone.sandbox.root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                shutil.copy2(Path(path).resolve(), target)
-
-
 PHONE_ENGINES = ("llamacpp", "executorch", "mnn", "onnxruntime")
 
 
@@ -351,7 +335,7 @@ def phone_engines(args: argparse.Namespace) -> dict[str, Any]:
     with FakeAdbd(root=out / "phone-sandbox") as phone:
         phone.keystore.add(Path(f"{key}.pub").read_text())
         for runtime in PHONE_ENGINES:
-            _copy_libraries(phone, host_bin / RUNNERS[runtime].binary)
+            phone.sandbox.install_host_libraries(host_bin / RUNNERS[runtime].binary)
         for where in ("phone", "host"):
             device = ["--device", "host"] if where == "host" else [
                 "--device", phone.serial, "--adb-key", str(key), "--runner-bin", str(host_bin)]

@@ -157,7 +157,7 @@ def phone_lacking(root: Path, key: Path, binary: Path, pattern: str) -> Iterator
 
     with FakeAdbd(root=root) as dev:
         phone_tests._trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, binary)
+        dev.sandbox.install_host_libraries(binary)
         for lib in dev.sandbox.root.rglob(pattern):
             lib.unlink()
         yield dev

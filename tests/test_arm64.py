@@ -124,7 +124,7 @@ def test_incremental_case_on_arm64_phone_equals_x86_phone(arm64_phone: FakeAdbd,
     assert _run(arm64_phone, key, arm, *common, "--runner-bin", str(ARM64_BIN)) == 0
     with FakeAdbd(root=tmp_path / "x86phone") as x86_phone:
         _trust(x86_phone, key)
-        x86_phone_tests.install_host_runtime_libs(x86_phone, HOST_BIN / "ew_llama")
+        x86_phone.sandbox.install_host_libraries(HOST_BIN / "ew_llama")
         assert _run(x86_phone, key, x86, *common, "--runner-bin", str(HOST_BIN)) == 0
     assert main(["--device", "host", "--data", "sample", "--out", str(host), "--no-progress", *common]) == 0
     [on_arm], [on_x86], [on_host] = _rows(arm), _rows(x86), _rows(host)

@@ -9,8 +9,6 @@ command that builds it.  tests/test_ew_llama.py checks that runner's answers aga
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -65,20 +63,6 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _trust(dev: FakeAdbd, key: Path) -> None:
     dev.keystore.add(Path(f"{key}.pub").read_text())
-
-
-def install_host_runtime_libs(dev: FakeAdbd, binary: Path) -> None:
-    """Put the shared libraries `binary` needs (ldd) at the same paths inside the chroot."""
-    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
-        if not path.startswith("/"):
-            continue
-        target = dev.sandbox.root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            shutil.copy2(Path(path).resolve(), target)
 
 
 @pytest.fixture
@@ -297,7 +281,7 @@ def model_phone(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Iterator
         pytest.skip("needs `make android-host` and the default GGUF")
     with FakeAdbd(root=tmp_path_factory.mktemp("modelphone") / "device") as dev:
         _trust(dev, key)
-        install_host_runtime_libs(dev, HOST_BIN / "ew_llama")
+        dev.sandbox.install_host_libraries(HOST_BIN / "ew_llama")
         yield dev
 
 

@@ -94,7 +94,7 @@ def ew_phone(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Iterator[Fa
         pytest.skip("needs `make android-host` (ew_llama) and the default GGUF")
     with FakeAdbd(root=tmp_path_factory.mktemp("ewphone") / "device") as dev:
         _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, HOST_BIN / "ew_llama")
+        dev.sandbox.install_host_libraries(HOST_BIN / "ew_llama")
         yield dev
 
 

@@ -227,7 +227,7 @@ def mnn_phone(tmp_path_factory: pytest.TempPathFactory, key: Path, tiny_mnn: Pat
         pytest.skip(unavailable_reason() or "")
     with FakeAdbd(root=tmp_path_factory.mktemp("mnnphone") / "device") as dev:
         _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, EW_MNN)
+        dev.sandbox.install_host_libraries(EW_MNN)
         yield dev
 
 

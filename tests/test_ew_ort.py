@@ -231,8 +231,8 @@ def ort_phone(tmp_path_factory: pytest.TempPathFactory, key: Path, tiny: Path) -
         pytest.skip(unavailable_reason() or "")
     with FakeAdbd(root=tmp_path_factory.mktemp("ortphone") / "device") as dev:
         _trust(dev, key)
-        phone_tests.install_host_runtime_libs(dev, EW_ORT)
-        phone_tests.install_host_runtime_libs(dev, HOST_BIN.parent / "lib" / "libonnxruntime.so.1")
+        dev.sandbox.install_host_libraries(EW_ORT)
+        dev.sandbox.install_host_libraries(HOST_BIN.parent / "lib" / "libonnxruntime.so.1")
         yield dev
 
 

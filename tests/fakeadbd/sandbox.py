@@ -564,6 +564,20 @@ class DeviceSandbox:
             self.write_file(f"{zone}/type", f"{zone_type or f'zone{zone_index}'}\n")
         self.write_file(f"{zone}/temp", f"{int(millidegrees)}\n")
 
+    def install_host_libraries(self, binary: Path | str) -> None:
+        """Put the shared libraries a host-built `binary` needs (ldd) at the same paths inside the
+        chroot, so that this machine's dynamically linked runners start on the phone."""
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+            if not path.startswith("/"):
+                continue
+            target = self.root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copy2(Path(path).resolve(), target)
+
     def set_free_space(self, free_bytes: int | None) -> None:
         """What `df` reports as Available for every folder (None: this machine's disk's)."""
         if free_bytes is None:
