@@ -5,6 +5,8 @@ XNNPACK (the default, verified here) runs in the executorch toolchain env
     optimum-cli export executorch --model CHECKPOINT --task text-generation --recipe xnnpack
         --use_custom_sdpa --use_custom_kv_cache --qlinear 8da4w --qembedding 8w --max_seq_len N
 Facts that shape the options (seen here with executorch 1.5.1 / optimum-executorch 1.1.0):
+  - a bf16 source is loaded in bf16 (optimum would load float32: twice its size) and quantized one
+    module at a time in float32 (export/et_optimum.py: the 8da* lowering needs float32);
   - weight-only linear quantization (`4w`, `8w`) exports a .pte whose outputs are garbage
     (the scale is dropped), so only 8da4w / 8da8w are offered for linears;
   - Gemma 3 (sliding-window hybrid cache) needs --use_custom_sdpa --use_custom_kv_cache, or
@@ -48,15 +50,12 @@ QEMBEDDING = ("8w", "4w", "none")
 BROKEN_QLINEAR = ("4w", "8w")
 
 
-def optimum_dtype_args(dtype: str, qlinear: str) -> list[str]:
-    """optimum-cli's --dtype for a source of `dtype` exported with `qlinear`.
-
-    optimum loads in float32 unless told: twice a bf16 checkpoint's size.  But the dynamic-activation
-    variants (8da4w, 8da8w) need float32: from a bf16 model, torchao's quantize_affine /
-    dequantize_affine / choose_qparams_affine stay outside XNNPACK and the export stops with "Missing
-    out variants" (optimum-executorch 1.1.0, executorch 1.5.1; measured: a tiny bf16 Llama after 35 s,
-    the random bf16 Gemma 3 4B after 33 min).  So only a float export keeps the source's dtype."""
-    return ["--dtype", dtype] if dtype != "float32" and qlinear == "fp32" else []
+def optimum_dtype_args(dtype: str) -> list[str]:
+    """optimum-cli's --dtype for a source of `dtype`: its own (optimum loads in float32 unless told, twice a
+    bf16 checkpoint's size).  The dynamic-activation variants (8da4w, 8da8w) lower only from float32
+    (from bf16, torchao's quantize_affine stays outside XNNPACK: "Missing out variants"), so
+    export/et_optimum.py converts each module to float32 just before it is quantized."""
+    return ["--dtype", dtype] if dtype != "float32" else []
 
 
 def _env_has_module(name: str) -> bool:
@@ -243,10 +242,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("[executorch] parity reference: the source in transformers (its own dtype) in a separate process",
               flush=True)
         reference = stored_reference(Path(args.source), scratch, max_tokens=int(args.max_seq_len))
-        cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "executorch", "--model", str(args.source),
+        cmd = [sys.executable, "-m", "export.et_optimum", "export", "executorch", "--model", str(args.source),
                "--task", "text-generation", "--recipe", "xnnpack", "--use_custom_sdpa", "--use_custom_kv_cache",
                "--max_seq_len", str(args.max_seq_len), "--output_dir", str(scratch / "pte")]
-        cmd += optimum_dtype_args(source_dtype(Path(args.source)), args.qlinear)
+        cmd += optimum_dtype_args(source_dtype(Path(args.source)))
         if args.qlinear != "fp32":
             cmd += ["--qlinear", args.qlinear]
         if args.qembedding != "none":

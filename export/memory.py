@@ -1,11 +1,16 @@
 """Peak resident memory of a process tree, sampled from /proc (Linux), for the export manifests.
 
-`TreeSampler(root_pid)` sums VmRSS over `root_pid` and all its descendants every `interval`
-seconds in a background thread and keeps the largest sum.  File pages a process has mapped and
-touched (llama.cpp's mmap of a GGUF, safetensors' mmap of a checkpoint) count in its RSS, as the
-kernel reports them; pages shared by two processes of the tree count twice.  A peak shorter than
-the interval can be missed: `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` (the largest single
-finished child, exact) is recorded beside it as a floor.
+`TreeSampler(root_pid)` sums the proportional set size (Pss, /proc/PID/smaps_rollup) over
+`root_pid` and all its descendants every `interval` seconds in a background thread and keeps the
+largest sum.  Pss is a process's resident pages with each page shared by n processes counted 1/n:
+the sum over the tree is the tree's resident memory with every page once.  Summing VmRSS instead
+counted shared pages once per process: a 17 GB ExecuTorch exporter that forked a helper (the child
+shares all its pages until it execs) read as 35.5 GB, and two processes mapping one checkpoint
+counted it twice.  File pages a process has mapped and touched (llama.cpp's mmap of a GGUF,
+safetensors' mmap of a checkpoint) count, as the kernel reports them.  Where smaps_rollup cannot be
+read (kernels before 4.14) VmRSS stands in.  A peak shorter than the interval can be missed:
+`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` (the largest single finished child's RSS, exact)
+is recorded beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _rss_bytes(pid: int) -> int:
+def _resident_bytes(pid: int) -> int:
+    """Pss of `pid` (shared pages split among their sharers); VmRSS where smaps_rollup is missing."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -43,8 +55,8 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_rss_bytes(root: int) -> int:
-    """The sum of VmRSS over `root` and its descendants now."""
+def tree_resident_bytes(root: int) -> int:
+    """The sum of Pss over `root` and its descendants now: the tree's resident memory, each page once."""
     children = _children()
     total, todo, seen = 0, [root], set()
     while todo:
@@ -52,7 +64,7 @@ def tree_rss_bytes(root: int) -> int:
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss_bytes(pid)
+        total += _resident_bytes(pid)
         todo.extend(children.get(pid, []))
     return total
 
@@ -76,7 +88,7 @@ class TreeSampler:
                 return
 
     def sample(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.root))
+        self.peak_bytes = max(self.peak_bytes, tree_resident_bytes(self.root))
         self.samples += 1
 
     def __enter__(self) -> TreeSampler:
@@ -95,8 +107,8 @@ class TreeSampler:
             "tree_peak_mb": round(self.peak_bytes / 2**20, 1),
             "largest_child_mb": round(children, 1),
             "samples": self.samples,
-            "method": (f"sum of VmRSS over the export's process tree (driver, worker, its children), sampled from "
-                       f"/proc every {self.interval} s (mapped file pages count; shared pages count once per "
-                       f"process); largest_child_mb: getrusage(RUSAGE_CHILDREN) ru_maxrss, the largest single "
-                       f"child process so far in the driver's life"),
+            "method": (f"sum of Pss (smaps_rollup) over the export's process tree (driver, worker, its children), "
+                       f"sampled from /proc every {self.interval} s (mapped file pages count; a page shared by n "
+                       f"processes counts 1/n in each, so once in all); largest_child_mb: getrusage(RUSAGE_CHILDREN) "
+                       f"ru_maxrss, the largest single child process's RSS so far in the driver's life"),
         }

@@ -20,7 +20,7 @@ import pytest
 from eval.errors import HarnessError
 from export import env as export_env
 from export import pipeline
-from export.memory import TreeSampler, _children, tree_rss_bytes
+from export.memory import TreeSampler, _children, tree_resident_bytes
 from export.random_checkpoint import ARCHITECTURES, bf16_bytes, config_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,16 +88,46 @@ def test_tree_sampler_sees_a_child_s_memory():
     child = subprocess.Popen([sys.executable, "-c", "b = bytearray(200 << 20); import time; time.sleep(3)"])
     try:
         deadline = time.monotonic() + 10
-        while tree_rss_bytes(os.getpid()) - tree_rss_bytes(child.pid) < 0 or tree_rss_bytes(child.pid) < 150 << 20:
+        while tree_resident_bytes(os.getpid()) - tree_resident_bytes(child.pid) < 0 or tree_resident_bytes(child.pid) < 150 << 20:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         with TreeSampler(interval=0.05) as sampler:
             time.sleep(0.3)
-        assert sampler.peak_bytes >= tree_rss_bytes(child.pid) >= 150 << 20
+        assert sampler.peak_bytes >= tree_resident_bytes(child.pid) >= 150 << 20
         assert sampler.report()["tree_peak_mb"] >= 150
     finally:
         child.kill()
         child.wait()
+
+
+def test_tree_sampler_counts_pages_a_forked_child_shares_once():
+    """A child forked from a big process shares its pages until it execs: the tree is not twice as big (summing
+    VmRSS read a 17 GB ExecuTorch exporter that forked a helper as 35.5 GB)."""
+    script = ("import os, sys, time\n"
+              "b = bytearray(300 << 20)\n"
+              "for i in range(0, len(b), 4096): b[i] = 1\n"
+              "if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\n"
+              "print('forked', flush=True)\n"
+              "time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        assert parent.stdout.readline().strip() == "forked"
+        deadline = time.monotonic() + 10
+        while len(_children().get(parent.pid, [])) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [child] = _children()[parent.pid]
+        rss = [int(line.split()[1]) << 10 for pid in (parent.pid, child)
+               for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:")]
+        assert min(rss) >= 300 << 20  # each process alone shows the whole buffer
+        tree = tree_resident_bytes(parent.pid)
+        assert (300 << 20) <= tree < (450 << 20), (tree >> 20, [r >> 20 for r in rss])
+    finally:
+        if child is not None:
+            os.kill(child, 9)
+        parent.kill()
+        parent.wait()
 
 
 def test_too_little_disk_is_a_sentence_naming_what_is_needed(tmp_path, monkeypatch):

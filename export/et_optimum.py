@@ -1,0 +1,75 @@
+"""optimum-cli's ExecuTorch export with a bf16 source quantized one module at a time (executorch env).
+
+Run as `python -m export.et_optimum <optimum-cli arguments>`: the same command as
+`optimum-cli export executorch ...`, with one change when the arguments say `--dtype bfloat16`
+(or float16) and a dynamic-activation linear quantization (`--qlinear 8da4w|8da8w`):
+
+optimum-executorch 1.1.0 loads the model in the given dtype and quantizes it whole.  From a bf16
+model the dynamic-activation (8da*) lowering stops with "Missing out variants:
+torchao::quantize_affine, ..." (XNNPACK takes torchao's dynamic quantization only in float32), and
+loading in float32 instead costs twice the checkpoint's size before anything is quantized (15.5 GB
+for Gemma 3 4B).  So the model is loaded in bf16 and each Embedding / Linear is converted to
+float32 just before optimum's own `quantize_model_` quantizes it; what stays unquantized (norms,
+linears whose width the group size does not divide) is converted at the end.  bf16 -> float32 is
+exact, so the weights quantized are the ones a float32 load would quantize: the .pte is the same,
+at about the bf16 model's memory.  This is the only place that patches optimum.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+
+def quantize_by_module(original):
+    """Wrap optimum's `quantize_model_(model, qlinear_config=..., qembedding_config=..., ...)`."""
+
+    def quantize(eager_model: torch.nn.Module, qlinear_config=None, qembedding_config=None, **kwargs):
+        floats = {p.dtype for p in eager_model.parameters() if p.is_floating_point()}
+        if floats <= {torch.float32} or not str(qlinear_config or "").startswith("8da"):
+            return original(eager_model, qlinear_config=qlinear_config, qembedding_config=qembedding_config, **kwargs)
+        # Embeddings before linears, as optimum does (a tied lm_head keeps the float weight and is quantized
+        # as a linear afterwards).
+        for kind, key in ((torch.nn.Embedding, "qembedding_config"), (torch.nn.Linear, "qlinear_config")):
+            config = {"qlinear_config": qlinear_config, "qembedding_config": qembedding_config}[key]
+            if not config:
+                continue
+            targets = [(name, module) for name, module in eager_model.named_modules() if isinstance(module, kind)]
+            print(f"[et_optimum] quantizing {len(targets)} {kind.__name__} modules one at a time "
+                  f"({config}, float32 per module)", flush=True)
+            for name, module in targets:
+                holder = torch.nn.Module()  # quantize_ replaces matching children of the module it is given
+                holder.add_module("m", module.float())
+                original(holder, **{key: config}, **kwargs)
+                if holder.m is not module:
+                    parent_name, _, child = name.rpartition(".")
+                    setattr(eager_model.get_submodule(parent_name) if parent_name else eager_model, child, holder.m)
+        eager_model.float()  # norms, rotary tables, linears left unquantized
+        # transformers keeps the load dtype beside the parameters (`model.dtype` reads `_dtype` first; optimum makes
+        # the KV cache in it): say float32 there too.
+        for module in eager_model.modules():
+            if getattr(module, "_dtype", None) is not None:
+                module._dtype = torch.float32
+            config = getattr(module, "config", None)
+            for sub in (config, getattr(config, "text_config", None)):
+                if sub is not None and getattr(sub, "dtype", None) is not None:
+                    sub.dtype = torch.float32
+        return None
+
+    return quantize
+
+
+def main(argv: list[str]) -> int:
+    from optimum.commands.optimum_cli import main as optimum_cli
+    from optimum.exporters.executorch.tasks import causal_lm
+
+    # optimum's text-generation task looks quantize_model_ up in its module at call time.
+    causal_lm.quantize_model_ = quantize_by_module(causal_lm.quantize_model_)
+    sys.argv = ["optimum-cli", *argv]
+    optimum_cli()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
