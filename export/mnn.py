@@ -123,7 +123,8 @@ class MnnExporter:
 # --- the worker (mnn toolchain env) -------------------------------------------------------------
 
 
-def run_llmexport(source: Path, dst: Path, quant_bit: int, fix_gemma3_rope: bool = True) -> None:
+def run_llmexport(source: Path, dst: Path, quant_bit: int, fix_gemma3_rope: bool = True,
+                  source_dtype_embeddings: bool = True) -> None:
     """llmexport.py as a script, in this (guarded) process."""
     import importlib.util
 
@@ -139,6 +140,8 @@ def run_llmexport(source: Path, dst: Path, quant_bit: int, fix_gemma3_rope: bool
     sys.path.insert(0, str(script.parent))  # its `import utils...`
     if fix_gemma3_rope:
         _local_rope_for_gemma3()
+    if source_dtype_embeddings:
+        _embeddings_in_source_dtype()
     try:
         code = compile(script.read_text(), str(script), "exec")
         exec(code, {"__name__": "__main__", "__file__": str(script)})
@@ -147,6 +150,50 @@ def run_llmexport(source: Path, dst: Path, quant_bit: int, fix_gemma3_rope: bool
             raise
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+def _embeddings_in_source_dtype() -> None:
+    """Keep the token embedding in the checkpoint's dtype in llmexport's model (saves memory, same output).
+
+    llmexport 0.0.5's load_model converts every non-Linear module with a weight to float32 ("norm's
+    weight as float for export"), the embedding too: for Gemma 3 4B a 2.7 GB float32 copy of a
+    262k x 2560 table that the bf16 checkpoint already holds (mapped), alive through the whole
+    export.  Its float32 reaches two places, both kept here: the lookup's output (the example
+    input of the graph trace; cast back, and a bf16 value is exact in float32) and a tied lm_head,
+    which shares the Parameter and so was quantized from float32 (quantized here from float32 one
+    of llmexport's own row chunks at a time).  The embedding itself never enters the graph and is
+    written as bf16 or quantized from `.float()`.  The artifact is byte-identical (tested on a bf16
+    tiny Gemma 3, tied); the memory is measured on the random Gemma 3 4B (export/README.md).
+    Needs llmexport's `utils` folder on sys.path.
+    """
+    import torch
+    import utils.mnn_converter as converter
+    import utils.torch_utils as torch_utils
+    import utils.transformers as llm_transformers
+
+    kept: set[int] = set()  # data pointers llmexport would have made float32
+
+    def keep(self: Any) -> Any:  # only llmexport's per-module visit calls Embedding.float() directly
+        kept.add(self.weight.data_ptr())
+        return self
+
+    torch.nn.Embedding.float = keep
+    lookup = llm_transformers.Embedding.forward
+
+    def forward(self: Any, input_ids: Any) -> Any:
+        return lookup(self, input_ids).float()
+
+    llm_transformers.Embedding.forward = forward
+    quant = converter.torch_quant
+
+    def quant_as_float_if_kept(weight: Any, *args: Any) -> Any:
+        if weight.dtype == torch.float32 or weight.data_ptr() not in kept:
+            return quant(weight, *args)
+        rows = max(1, torch_utils._QUANT_MAX_ELEMENTS // weight.shape[1])  # llmexport's own chunks
+        parts = [quant(weight[i:i + rows].float(), *args) for i in range(0, weight.shape[0], rows)]
+        return torch.cat([q for q, _ in parts]), torch.cat([a for _, a in parts])
+
+    converter.torch_quant = quant_as_float_if_kept
 
 
 def _local_rope_for_gemma3() -> None:
@@ -285,7 +332,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         child = subprocess.run([sys.executable, "-m", "export.mnn", "--llmexport-only", "--source", str(staged),
                                 "--out", str(scratch / "mnn"), "--quant-bit", str(args.quant_bit),
                                 "--result", str(scratch / "attempts.json"),
-                                *(["--keep-global-rope"] if args.keep_global_rope else [])],
+                                *(["--keep-global-rope"] if args.keep_global_rope else []),
+                                *(["--float-embeddings"] if args.float_embeddings else [])],
                                cwd=scratch)  # llmexport writes .export.log into its working folder
         if child.returncode != 0:
             raise SystemExit(f"llmexport failed (exit {child.returncode}); its output is above.")
@@ -337,10 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llmexport-only", action="store_true", help=argparse.SUPPRESS)
     # Without _local_rope_for_gemma3: for the test that shows parity catches llmexport's own behaviour.
     parser.add_argument("--keep-global-rope", action="store_true", help=argparse.SUPPRESS)
+    # llmexport's own float32 embedding: for the test that shows keeping the source dtype changes no byte.
+    parser.add_argument("--float-embeddings", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.llmexport_only:
         block_telemetry()
-        run_llmexport(Path(args.source), Path(args.out), int(args.quant_bit), not args.keep_global_rope)
+        run_llmexport(Path(args.source), Path(args.out), int(args.quant_bit), not args.keep_global_rope,
+                      not args.float_embeddings)
         Path(args.result).write_text(json.dumps([list(a) for a in ATTEMPTS]))
         return 0
     result = run(args)
