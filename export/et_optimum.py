@@ -43,13 +43,68 @@ def _as_float32(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def quantize_by_module(original):
+# A weight with more elements than this is quantized a block of rows at a time (Gemma 3 4B's 262k-row
+# embedding and tied lm_head: torchao's hqq parameter search over the whole float32 matrix held about
+# 6.7 GB of temporaries beside its 2.7 GB float32 copy, the export's peak).
+CHUNK_ELEMENTS = 64 * 2**20
+
+
+def row_chunked(quantize_, chunk_elements: int):
+    """Wrap torchao's `quantize_(model, config, filter_fn)` as optimum calls it on our one-module holder: a big
+    weight is quantized in row blocks (each converted to float32 on its own) and the blocks' quantized tensors
+    joined into one.  Row blocks quantize independently (the groups run along a row), so the result is the
+    whole matrix's; `tests/test_export_executorch.py` checks that against quantizing it whole."""
+
+    def quantize_in_rows(model: torch.nn.Module, config, filter_fn=None, *args, **kwargs):
+        target = getattr(model, "m", None)
+        weight = getattr(target, "weight", None)
+        if (weight is None or weight.dim() != 2 or weight.numel() <= chunk_elements
+                or (filter_fn is not None and not filter_fn(target, "m"))):
+            return quantize_(model, config, filter_fn, *args, **kwargs)
+        rows = max(1, chunk_elements // weight.shape[1])
+        pieces = []
+        for start in range(0, weight.shape[0], rows):
+            block = weight[start:start + rows].detach().float()
+            piece = (torch.nn.Embedding(*block.shape) if isinstance(target, torch.nn.Embedding)
+                     else torch.nn.Linear(block.shape[1], block.shape[0], bias=False))
+            piece.weight = torch.nn.Parameter(block, requires_grad=False)
+            holder = torch.nn.Module()
+            holder.add_module("m", piece)
+            quantize_(holder, config, filter_fn, *args, **kwargs)
+            pieces.append(holder.m.weight)
+            del block, piece, holder
+            release_freed_memory()
+        names, meta = pieces[0].__tensor_flatten__()
+        if any(getattr(piece, n).shape[0] != piece.shape[0] for piece in pieces for n in names):
+            raise RuntimeError(f"et_optimum: {type(pieces[0]).__name__} keeps a tensor not laid out by rows; "
+                               "set export.et_optimum.CHUNK_ELEMENTS higher to quantize this weight whole")
+        kind = type(pieces[0])
+        joined = {n: torch.cat([getattr(piece, n) for piece in pieces]) for n in names}
+        del pieces
+        target.weight = torch.nn.Parameter(kind.__tensor_unflatten__(joined, meta, None, None), requires_grad=False)
+        return None
+
+    return quantize_in_rows
+
+
+def quantize_by_module(original, chunk_elements: int = CHUNK_ELEMENTS):
     """Wrap optimum's `quantize_model_(model, qlinear_config=..., qembedding_config=..., ...)`."""
 
     def quantize(eager_model: torch.nn.Module, qlinear_config=None, qembedding_config=None, **kwargs):
         floats = {p.dtype for p in eager_model.parameters() if p.is_floating_point()}
         if floats <= {torch.float32} or not str(qlinear_config or "").startswith("8da"):
             return original(eager_model, qlinear_config=qlinear_config, qembedding_config=qembedding_config, **kwargs)
+        from torchao.quantization import quant_api  # optimum imports quantize_ from it at call time
+
+        whole = quant_api.quantize_
+        quant_api.quantize_ = row_chunked(whole, chunk_elements)
+        try:
+            by_module(eager_model, qlinear_config, qembedding_config, **kwargs)
+        finally:
+            quant_api.quantize_ = whole
+        return None
+
+    def by_module(eager_model: torch.nn.Module, qlinear_config, qembedding_config, **kwargs) -> None:
         # Embeddings before linears, as optimum does (a tied lm_head keeps the float weight and is quantized
         # as a linear afterwards).
         for kind, key in ((torch.nn.Embedding, "qembedding_config"), (torch.nn.Linear, "qlinear_config")):
@@ -61,7 +116,8 @@ def quantize_by_module(original):
                   f"({config}, float32 per module)", flush=True)
             for name, module in targets:
                 holder = torch.nn.Module()  # quantize_ replaces matching children of the module it is given
-                holder.add_module("m", _as_float32(module))
+                big = module.weight.numel() > chunk_elements  # converted to float32 a row block at a time
+                holder.add_module("m", module if big else _as_float32(module))
                 original(holder, **{key: config}, **kwargs)
                 if holder.m is not module:
                     parent_name, _, child = name.rpartition(".")

@@ -146,17 +146,21 @@ from export.et_optimum import quantize_by_module
 torch.manual_seed(0)
 config = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-bf16 = tf.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-fp32 = copy.deepcopy(bf16).float()
+source = tf.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+fp32 = copy.deepcopy(source).float()
 quantize_model_(fp32, qlinear_config="8da4w", qembedding_config="8w")
-quantize_by_module(quantize_model_)(bf16, qlinear_config="8da4w", qembedding_config="8w")
-a, b = fp32.state_dict(), bf16.state_dict()
-assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
-for key in a:
-    assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-assert bf16.dtype == torch.float32 and bf16._dtype == torch.float32  # optimum makes the KV cache in model.dtype
-for quantized in ("model.embed_tokens", "lm_head"):  # the tied pair: both quantized (int8 data), as optimum does
-    assert b[quantized + ".parametrizations.weight.original0"].dtype == torch.int8, quantized
+a = fp32.state_dict()
+# 4096 elements: the 256 x 64 embedding / lm_head and the 128 x 64 MLP weights go in row blocks of 64
+for chunk in (1 << 30, 4096):
+    bf16 = copy.deepcopy(source)
+    quantize_by_module(quantize_model_, chunk_elements=chunk)(bf16, qlinear_config="8da4w", qembedding_config="8w")
+    b = bf16.state_dict()
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (chunk, key)
+    assert bf16.dtype == torch.float32 and bf16._dtype == torch.float32  # optimum makes the KV cache in model.dtype
+    for quantized in ("model.embed_tokens", "lm_head"):  # the tied pair: both quantized (int8 data), as optimum does
+        assert b[quantized + ".parametrizations.weight.original0"].dtype == torch.int8, quantized
 print("same", len(a))
 """
     done = subprocess.run([str(export_env.ensure_env("executorch", quiet=True)), "-c", script], capture_output=True,
