@@ -201,8 +201,9 @@ def test_a_random_source_is_held_to_the_random_weight_thresholds():
     random = for_random_source("gguf", options)
     assert min_top1(random, "Q4_K_M") == (RANDOM_MIN_TOP1["gguf"]["Q4_K_M"], True)
     assert min_top1(for_random_source("onnx", get_recipe("gemma-3-4b").format_options("onnx")), "int4") == (0.76, True)
-    unmeasured = for_random_source("executorch", get_recipe("gemma-3-4b").format_options("executorch"))
-    assert min_top1(unmeasured, "8da4w")[1] is False
+    executorch = for_random_source("executorch", get_recipe("gemma-3-4b").format_options("executorch"))
+    assert min_top1(executorch, "8da4w") == (0.84, True)
+    assert min_top1(executorch, "8da8w")[1] is False  # never exported at 4B: the unmeasured default
 
 
 def test_bench_export_table_from_the_manifests(tmp_path):
