@@ -13,9 +13,10 @@ float32 just before optimum's own `quantize_model_` quantizes it; what stays unq
 linears whose width the group size does not divide) is converted at the end.  bf16 -> float32 is
 exact, so the weights quantized are the ones a float32 load would quantize: the .pte is the same,
 at about the bf16 model's memory.  A module's float32 weight is a new Parameter (a tied lm_head keeps
-the bf16 one until its own turn), and freed heap goes back to the system after each module and after
-torch.export (glibc keeps it otherwise: +1.45 GiB retained after torch.export of a 1.3 GB model,
-1.53 GiB after trimming, measured here).  This is the only place that patches optimum.
+the bf16 one until its own turn), a weight over CHUNK_ELEMENTS is quantized a block of rows at a
+time, and freed heap goes back to the system after each module and after torch.export (glibc keeps
+it otherwise: a 1.3 GB bf16 test model's exporter held 2.74 GiB after torch.export, 1.53 GiB after
+trimming).  This is the only place that patches optimum (and, while it quantizes, torchao's quantize_).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def row_chunked(quantize_, chunk_elements: int):
             release_freed_memory()
         names, meta = pieces[0].__tensor_flatten__()
         if any(getattr(piece, n).shape[0] != piece.shape[0] for piece in pieces for n in names):
-            raise RuntimeError(f"et_optimum: {type(pieces[0]).__name__} keeps a tensor not laid out by rows; "
-                               "set export.et_optimum.CHUNK_ELEMENTS higher to quantize this weight whole")
+            raise RuntimeError(f"This torchao's {type(pieces[0]).__name__} keeps a tensor not laid out by rows, so "
+                               f"export/et_optimum.py cannot quantize a {tuple(weight.shape)} weight in row blocks; "
+                               f"raise CHUNK_ELEMENTS there above {weight.numel()} to quantize it whole.")
         kind = type(pieces[0])
         joined = {n: torch.cat([getattr(piece, n) for piece in pieces]) for n in names}
         del pieces
