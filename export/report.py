@@ -1,11 +1,12 @@
-"""`make bench-export`: size, peak RSS and time of every export, a Markdown table from the manifests.
+"""`make bench-export`: size, peak memory and time of every export, a Markdown table from the manifests.
 
     python -m export.report [--root artifacts] [--models gemma-3-270m,gemma-3-4b] [--out FILE.md]
 
 Reads artifacts/<model>/<format>[-<variant>]/manifest.json (written by `make export`); runs no
 export itself.  A (model, format) pair without a manifest gets a row saying how to make it.
-Peak RSS is the manifest's `peak_rss_mb`: the export's whole process tree sampled from /proc
-(export/memory.py), or, in manifests written before that, the worker's own getrusage figure
+Peak memory is the manifest's `peak_rss_mb`: the export's whole process tree sampled from /proc
+(export/memory.py: summed Pss; manifests written before 2026-12-06 11:00 UTC summed VmRSS, see
+their `details.memory.method`), or, in manifests older still, the worker's own getrusage figure
 (marked "worker").
 """
 
@@ -63,7 +64,7 @@ def rows(root: Path, models: list[str]) -> list[list[str]]:
 
 
 def markdown(table: list[list[str]]) -> str:
-    head = ["model", "format", "variant", "source", "artifact", "time", "peak RSS", "peak / source", "top-1 (parity)"]
+    head = ["model", "format", "variant", "source", "artifact", "time", "peak memory", "peak / source", "top-1 (parity)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
     return "\n".join(lines)
