@@ -138,8 +138,8 @@ UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 def test_embedding_kept_in_bf16_changes_no_byte_of_the_artifact(tmp_path):
     """llmexport converts the embedding to float32 (for Gemma 3 4B a 2.7 GB copy alive through the export);
-    export/mnn.py keeps it in the source's dtype.  From a bf16 tiny Gemma 3 (tied lm_head, 4 bits), every file
-    llmexport writes is byte-identical either way."""
+    export/mnn.py keeps it in the source's dtype.  From a bf16 tiny Gemma 3 (tied lm_head, 4 and 16 bits), every
+    file llmexport writes is byte-identical either way."""
     import shutil
 
     from export.catalogue import get_recipe
@@ -153,19 +153,21 @@ def test_embedding_kept_in_bf16_changes_no_byte_of_the_artifact(tmp_path):
                     "m.save_pretrained(sys.argv[1]); "  # and the tokenizer.json llmexport wants
                     "tf.AutoTokenizer.from_pretrained(sys.argv[1]).backend_tokenizer.save(sys.argv[1] + '/tokenizer.json')",
                     str(source)], check=True, capture_output=True)
-    files = {}
-    for name, extra in (("kept", []), ("float", ["--float-embeddings"])):
-        out = tmp_path / name
-        done = subprocess.run([python, "-m", "export.mnn", "--llmexport-only", "--source", str(source), "--out",
-                               str(out), "--result", str(tmp_path / f"{name}.json"), "--quant-bit", "4", *extra],
-                              capture_output=True, text=True, env=export_env.worker_env(), cwd=tmp_path, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        # export_args.json names the output folder and llm.mnn carries a fresh UUID each run: both taken out.
-        files[name] = {p.name: UUID.sub(b"UUID", p.read_bytes().replace(str(out).encode(), b"OUT"))
-                       for p in sorted(out.iterdir()) if p.is_file()}
-    assert {"llm.mnn", "llm.mnn.weight"} <= set(files["kept"]) and files["kept"].keys() == files["float"].keys()
-    for name in files["kept"]:
-        assert files["kept"][name] == files["float"][name], name
+    for bits in ("4", "16"):  # 4: the lm_head quantized from float32; 16: written as fp16
+        files = {}
+        for name, extra in (("kept", []), ("float", ["--float-embeddings"])):
+            out = tmp_path / f"{name}-{bits}"
+            done = subprocess.run([python, "-m", "export.mnn", "--llmexport-only", "--source", str(source), "--out",
+                                   str(out), "--result", str(tmp_path / f"{name}.json"), "--quant-bit", bits, *extra],
+                                  capture_output=True, text=True, env=export_env.worker_env(), cwd=tmp_path,
+                                  timeout=600)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            # export_args.json names the output folder and llm.mnn carries a fresh UUID each run: both taken out.
+            files[name] = {p.name: UUID.sub(b"UUID", p.read_bytes().replace(str(out).encode(), b"OUT"))
+                           for p in sorted(out.iterdir()) if p.is_file()}
+        assert {"llm.mnn", "llm.mnn.weight"} <= set(files["kept"]) and files["kept"].keys() == files["float"].keys()
+        for name in files["kept"]:
+            assert files["kept"][name] == files["float"][name], (bits, name)
 
 
 def test_a_text_only_gemma3_4b_source_is_not_refused(tmp_path):
