@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 import torch
 
 
+@functools.cache
+def _malloc_trim():  # -> the C function, or None
+    # Looked up once: find_library runs `ldconfig -p` in a child process, forked from an exporter of many GB.
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
 def release_freed_memory() -> None:
     """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _as_float32(module: torch.nn.Module) -> torch.nn.Module:

@@ -38,21 +38,21 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _kb_field(path: str, field: str) -> int | None:
+    """The `field:` line's value (kB) of a /proc file, in bytes; None when the file or the line is missing."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _resident_bytes(pid: int) -> int:
     """Pss of `pid` (shared pages split among their sharers); VmRSS where smaps_rollup is missing."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    pss = _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
+    return pss if pss is not None else _kb_field(f"/proc/{pid}/status", "VmRSS") or 0
 
 
 def tree_resident_bytes(root: int) -> int:
